@@ -1,0 +1,44 @@
+//! `canopy`: the project's one command-line entry point.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod caps_cmd;
+
+/// Canopy: a local-first sync engine for large trees with capability-based access control.
+#[derive(Debug, Parser)]
+#[command(name = "canopy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run benchmarks and print their figures.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+    /// Ed25519 keys as did:key.
+    #[command(subcommand)]
+    Key(caps_cmd::KeyCmd),
+    /// UCAN delegations: mint, inspect, verify.
+    #[command(subcommand)]
+    Token(caps_cmd::TokenCmd),
+    /// Share links for a subtree.
+    #[command(subcommand)]
+    Share(caps_cmd::ShareCmd),
+    /// UCAN specification tools (fixture runner).
+    #[command(subcommand)]
+    Ucan(caps_cmd::UcanCmd),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Key(cmd) => caps_cmd::key(cmd),
+        Command::Token(cmd) => caps_cmd::token(cmd),
+        Command::Share(cmd) => caps_cmd::share(cmd),
+        Command::Ucan(cmd) => caps_cmd::ucan(cmd),
+    }
+}

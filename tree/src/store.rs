@@ -1,0 +1,191 @@
+//! The storage trait: op log + materialized tree. The in-memory store is its reference model.
+//!
+//! The engine (`Tree`) is the only writer; it drives a store through these primitive reads and
+//! writes inside one `begin`/`commit` per applied batch. A store keeps no semantics of its own: no
+//! cycle checks, no ordering decisions. Every method is a plain read or write so that any two
+//! stores given the same calls hold the same state (the SQLite store is property-tested against
+//! [`crate::MemoryStore`]).
+
+use crate::id::{Lamport, LogKey, NodeId, OpId, ReplicaId};
+use crate::op::{Op, Payload, VersionVector};
+use crate::position::Position;
+
+/// Where a node sits and which op put it there.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Placement {
+    /// The parent (ROOT, TRASH or a user node).
+    pub parent: NodeId,
+    /// Position among the parent's children.
+    pub position: Position,
+    /// The create, move or delete op that put the node here (or the op that revived it).
+    pub placed_by: OpId,
+}
+
+/// A node's payload and the op that set it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PayloadRecord {
+    /// The bytes.
+    pub bytes: Payload,
+    /// The create or set-payload op that wrote them.
+    pub set_by: OpId,
+}
+
+/// A child in sibling order.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Child {
+    /// The child node.
+    pub node: NodeId,
+    /// Its position under the parent.
+    pub position: Position,
+}
+
+/// How a logged op took effect when last (re)applied. Persisted; re-decided on redo.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum Effect {
+    /// The op changed the tree.
+    Applied,
+    /// A move that would have made the node its own ancestor: a no-op that stays in the log.
+    SkippedCycle,
+    /// A delete that had not seen content now in the subtree: a no-op (`spec/delete.md`).
+    SkippedUnseen,
+    /// The policy denied the op: a no-op that stays in the log.
+    Denied,
+}
+
+impl Effect {
+    /// Stable code for storage.
+    pub fn code(self) -> u8 {
+        match self {
+            Effect::Applied => 0,
+            Effect::SkippedCycle => 1,
+            Effect::SkippedUnseen => 2,
+            Effect::Denied => 3,
+        }
+    }
+    /// Inverse of [`Effect::code`].
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Effect::Applied,
+            1 => Effect::SkippedCycle,
+            2 => Effect::SkippedUnseen,
+            3 => Effect::Denied,
+            _ => return None,
+        })
+    }
+}
+
+/// The prior state of something an op changed, recorded so the op can be undone without replay.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Undo {
+    /// `node` was at `prior` (`None`: it did not exist) before the op.
+    Placement {
+        node: NodeId,
+        prior: Option<Placement>,
+    },
+    /// `node` had payload `prior` before the op.
+    Payload {
+        node: NodeId,
+        prior: Option<PayloadRecord>,
+    },
+}
+
+/// One op in the log with its current effect and undo records (applied in order, undone in reverse).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct LogEntry {
+    /// The op.
+    pub op: Op,
+    /// How it took effect.
+    pub effect: Effect,
+    /// What it changed, to restore on undo.
+    pub undo: Vec<Undo>,
+}
+
+/// Storage for one document: op log, materialized tree, payloads, pending ops.
+///
+/// ROOT and TRASH are implicit: they never have a placement. Every other node that exists has
+/// exactly one placement.
+pub trait Store {
+    /// The store's error (I/O, corruption). The in-memory store uses `Infallible`.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    // ---- materialized tree ----
+
+    /// Where `node` sits, if it exists.
+    fn placement(&self, node: NodeId) -> Result<Option<Placement>, Self::Error>;
+    /// Places `node` (`None` removes it). Maintains the ordered-children index.
+    fn set_placement(
+        &mut self,
+        node: NodeId,
+        placement: Option<&Placement>,
+    ) -> Result<(), Self::Error>;
+    /// The payload of `node`.
+    fn payload(&self, node: NodeId) -> Result<Option<PayloadRecord>, Self::Error>;
+    /// Sets (`None` clears) the payload of `node`.
+    fn set_payload(
+        &mut self,
+        node: NodeId,
+        payload: Option<&PayloadRecord>,
+    ) -> Result<(), Self::Error>;
+    /// Up to `limit` children of `parent` in `(position, node)` order, strictly after the cursor
+    /// `after` (`None`: from the first child). A keyset page: cost is O(limit + log n).
+    fn children(
+        &self,
+        parent: NodeId,
+        after: Option<(&Position, NodeId)>,
+        limit: usize,
+    ) -> Result<Vec<Child>, Self::Error>;
+    /// The child of `parent` immediately before the cursor `before` (`None`: the last child).
+    fn child_before(
+        &self,
+        parent: NodeId,
+        before: Option<(&Position, NodeId)>,
+    ) -> Result<Option<Child>, Self::Error>;
+    /// Number of children of `parent`.
+    fn child_count(&self, parent: NodeId) -> Result<u64, Self::Error>;
+    /// Number of nodes with a placement (live or in TRASH; ROOT and TRASH not counted).
+    fn node_count(&self) -> Result<u64, Self::Error>;
+
+    // ---- op log ----
+
+    /// The logged entry of op `id`, if logged.
+    fn entry(&self, id: OpId) -> Result<Option<LogEntry>, Self::Error>;
+    /// Adds a new entry (its key is not yet in the log).
+    fn log_insert(&mut self, entry: &LogEntry) -> Result<(), Self::Error>;
+    /// Replaces the effect and undo records of the logged op `id` after a redo.
+    fn log_update(&mut self, id: OpId, effect: Effect, undo: &[Undo]) -> Result<(), Self::Error>;
+    /// The greatest key in the log.
+    fn log_last(&self) -> Result<Option<LogKey>, Self::Error>;
+    /// Entries with key strictly greater than `key`, in ascending order.
+    fn log_after(&self, key: LogKey) -> Result<Vec<LogEntry>, Self::Error>;
+    /// Number of logged ops.
+    fn log_len(&self) -> Result<u64, Self::Error>;
+    /// Highest logged seq of `replica` (the log is gap-free per replica, so this is its frontier).
+    fn max_seq(&self, replica: ReplicaId) -> Result<u64, Self::Error>;
+    /// Highest logged seq of every replica.
+    fn frontier(&self) -> Result<VersionVector, Self::Error>;
+    /// Greatest Lamport timestamp in the log (0 when empty).
+    fn max_lamport(&self) -> Result<Lamport, Self::Error> {
+        Ok(self.log_last()?.map(|k| k.lamport()).unwrap_or_default())
+    }
+
+    // ---- pending ops (waiting for an op they depend on) ----
+
+    /// Parks `op` until the op `awaits` is logged.
+    fn pending_insert(&mut self, awaits: OpId, op: &Op) -> Result<(), Self::Error>;
+    /// Removes and returns the ops parked on `awaits`.
+    fn pending_take(&mut self, awaits: OpId) -> Result<Vec<Op>, Self::Error>;
+    /// A parked op with id `id`, if any.
+    fn pending_get(&self, id: OpId) -> Result<Option<Op>, Self::Error>;
+    /// Number of parked ops.
+    fn pending_len(&self) -> Result<u64, Self::Error>;
+
+    // ---- transactions ----
+
+    /// Starts the transaction of one applied batch.
+    fn begin(&mut self) -> Result<(), Self::Error>;
+    /// Commits the batch.
+    fn commit(&mut self) -> Result<(), Self::Error>;
+    /// Abandons the batch after a store error; the store is as before `begin`.
+    fn rollback(&mut self) -> Result<(), Self::Error>;
+}
