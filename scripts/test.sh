@@ -1,10 +1,32 @@
 #!/usr/bin/env bash
 # The one test command (README): sets up what it needs and runs every test.
-# Idempotent; tool caches live under ~/.cache/canopy, outside the clone.
+# Idempotent; tool caches live under ~/.cache/canopy, outside the clone. Fails on the first failing phase.
+#
+# Phases: system packages -> fmt check -> native workspace tests (+ doc tests) -> wasm toolchain setup
+#         -> wasm32 build of canopy-tree + the Node smoke test (tree/wasm-smoke)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
-phase() { echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
+TP=$T0
+SUMMARY=()
+phase() {
+  local now
+  now=$(date +%s)
+  [ -z "${PHASE:-}" ] || SUMMARY+=("$(printf '%5ss  %s' $((now - TP)) "$PHASE")")
+  PHASE=$*
+  TP=$now
+  echo "=== [$((now - T0))s] $*"
+}
+on_exit() {
+  local rc=$?
+  if [ $rc -ne 0 ]; then
+    echo "=== FAILED in phase: ${PHASE:-?} (exit $rc) after $(($(date +%s) - T0))s" >&2
+  fi
+}
+trap on_exit EXIT
+
+phase "setup: system packages"
+scripts/setup.sh
 
 phase "rust: fmt check"
 cargo fmt --all -- --check
@@ -12,4 +34,19 @@ cargo fmt --all -- --check
 phase "rust: build + tests (workspace)"
 cargo test --workspace --all-targets
 
-phase "done in $(( $(date +%s) - T0 ))s"
+phase "rust: doc tests (workspace)"
+cargo test --workspace --doc
+
+phase "wasm: toolchain setup (scripts/setup-wasm.sh, idempotent)"
+scripts/setup-wasm.sh
+
+phase "wasm: build canopy-tree + smoke module for wasm32-unknown-unknown"
+WASM_OUT=$(scripts/wasm-build.sh -p canopy-tree -p canopy-wasm-smoke | tail -1)
+
+phase "wasm: smoke test under Node"
+node tree/wasm-smoke/smoke.mjs "$WASM_OUT/canopy_wasm_smoke.wasm"
+
+phase "done"
+echo "=== phase timings"
+printf '%s\n' "${SUMMARY[@]}"
+echo "=== all tests passed in $(($(date +%s) - T0))s"
