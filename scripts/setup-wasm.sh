@@ -23,8 +23,9 @@ set -euo pipefail
 
 ROOT=${CANOPY_CACHE:-$HOME/.cache/canopy}
 CLANG_V=${CLANG_V:-19}
-# Upstream version of Debian's rustc-web we build wasm with (bookworm-security). Kept in one place so a
-# newer security upload is picked up on purpose, not by surprise.
+# Minimum upstream version of Debian's rustc-web (bookworm-security ships 1.96 now). Whatever version is
+# unpacked stays in use until it is removed (rm -rf $ROOT/debroot): a newer security upload is picked up
+# on purpose, not by surprise. Debian's rustc always matches its own rust-web-src, so any version works.
 RUST_WEB_V=${RUST_WEB_V:-1.96}
 DEB=$ROOT/debroot
 mkdir -p "$ROOT"/{debs,logs}
@@ -71,12 +72,14 @@ command -v "llvm-ar-$CLANG_V" >/dev/null || missing+=("llvm-$CLANG_V")
 if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; else echo "    already installed"; fi
 
 # ---------------------------------------------------------------------------------------------------------
-# Does the unpacked toolchain run and have the pinned version? (also the check after unpacking)
+# Does the unpacked toolchain run, with std sources, at RUST_WEB_V or newer? (also the check after unpacking)
 deb_toolchain_ok() {
+  local v
   [ -x "$DEB/usr/bin/rustc" ] && [ -x "$DEB/usr/bin/cargo" ] || return 1
   [ -d "$DEB/usr/lib/rustlib/src/rust/library/std" ] || return 1
-  LD_LIBRARY_PATH="$DEB/usr/lib/x86_64-linux-gnu" "$DEB/usr/bin/rustc" -V 2>/dev/null | grep -q "^rustc $RUST_WEB_V\." || return 1
-  LD_LIBRARY_PATH="$DEB/usr/lib/x86_64-linux-gnu" "$DEB/usr/bin/cargo" -V 2>/dev/null | grep -q "^cargo $RUST_WEB_V\." || return 1
+  v=$(LD_LIBRARY_PATH="$DEB/usr/lib/x86_64-linux-gnu" "$DEB/usr/bin/rustc" -V 2>/dev/null | awk '{print $2}') || return 1
+  [ -n "$v" ] && dpkg --compare-versions "$v" ge "$RUST_WEB_V" || return 1
+  LD_LIBRARY_PATH="$DEB/usr/lib/x86_64-linux-gnu" "$DEB/usr/bin/cargo" -V >/dev/null 2>&1 || return 1
 }
 # Shared libraries the unpacked binaries need that the system lacks (names as ldd prints them).
 missing_libs() {
@@ -87,16 +90,15 @@ missing_libs() {
   done | sort -u
 }
 
-step "2/4 Debian rustc-web/cargo-web/rust-web-src $RUST_WEB_V, unpacked (dpkg -x) into $DEB"
+step "2/4 Debian rustc-web/cargo-web/rust-web-src (>= $RUST_WEB_V), unpacked (dpkg -x) into $DEB"
 if [ -x "$DEB/usr/bin/rustc" ] && [ -z "$(missing_libs)" ] && deb_toolchain_ok; then
   echo "    already unpacked: $(LD_LIBRARY_PATH="$DEB/usr/lib/x86_64-linux-gnu" "$DEB/usr/bin/rustc" -V)"
 else
   apt_update # the security suite's rustc-web moves; the candidate must be the current one
   cand=$(apt-cache policy rustc-web | awk '/Candidate:/ {print $2}')
-  case "$cand" in
-    "$RUST_WEB_V".*) ;;
-    *) die "apt candidate for rustc-web is '$cand', expected $RUST_WEB_V.x (is bookworm-security in the apt sources?)" ;;
-  esac
+  [ -n "$cand" ] && [ "$cand" != "(none)" ] && dpkg --compare-versions "$cand" ge "$RUST_WEB_V" \
+    || die "apt candidate for rustc-web is '$cand', need >= $RUST_WEB_V (is bookworm-security in the apt sources?)"
+  echo "    rustc-web $cand"
   rm -rf "$ROOT/debs" "$DEB.new"
   mkdir -p "$ROOT/debs" "$DEB.new"
   (
