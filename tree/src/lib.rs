@@ -6,9 +6,16 @@
 mod id;
 mod op;
 mod position;
+#[cfg(feature = "sqlite-store")]
+mod sqlite;
 mod store;
 
 pub use id::{Lamport, LogKey, NodeId, OpId, ParseIdError, ParseOpIdError, ReplicaId};
 pub use op::{Op, OpKind, Payload, VersionVector};
 pub use position::Position;
+#[cfg(feature = "sqlite-store")]
+pub use sqlite::{
+    Ancestor, Durability, SqliteStore, SqliteStoreError, SubtreeEntry, SubtreeWalk, TxMisuse,
+    UndoDecodeError,
+};
 pub use store::{Child, Effect, LogEntry, PayloadRecord, Placement, Store, Undo};

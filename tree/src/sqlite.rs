@@ -1,0 +1,768 @@
+//! [`SqliteStore`]: the [`Store`] on SQLite (rusqlite), for native files, memory and the browser.
+//!
+//! One database holds one document. Schema, blob formats and transaction rules: `spec/sqlite.md`.
+//! The store does no IO of its own beyond SQLite (no `std::fs`), so the same code runs on
+//! `wasm32-unknown-unknown` over `sqlite-wasm-rs` (OPFS through its VFS).
+//!
+//! ```
+//! use canopy_tree::{SqliteStore, Store, NodeId};
+//! let store = SqliteStore::open_in_memory()?;
+//! assert_eq!(store.node_count()?, 0);
+//! assert!(store.children(NodeId::ROOT, None, 100)?.is_empty());
+//! # Ok::<(), canopy_tree::SqliteStoreError>(())
+//! ```
+
+mod reads;
+mod schema;
+mod undo;
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use rustc_hash::FxHashMap;
+
+use crate::id::{LogKey, NodeId, OpId, ReplicaId};
+use crate::op::{Op, VersionVector};
+use crate::position::Position;
+use crate::store::{Child, Effect, LogEntry, PayloadRecord, Placement, Store, Undo};
+
+pub use reads::{Ancestor, SubtreeEntry, SubtreeWalk};
+pub use undo::UndoDecodeError;
+
+/// Errors of the SQLite store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqliteStoreError {
+    /// SQLite reported an error (I/O, locking, constraint, …).
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value has the wrong SQL type.
+    #[error("stored value of unexpected type: {0}")]
+    ColumnType(#[from] rusqlite::types::FromSqlError),
+    /// The database has tables but is not a Canopy document.
+    #[error("the database is not a Canopy document (application_id mismatch or foreign tables)")]
+    NotCanopy,
+    /// The database uses another schema version.
+    #[error("schema version {found} is not supported (this build reads version {expected})")]
+    SchemaVersion { found: i64, expected: i64 },
+    /// A stored op blob did not decode.
+    #[error("corrupt op blob for {id}: {source}")]
+    CorruptOp {
+        id: OpId,
+        #[source]
+        source: crate::codec::DecodeError,
+    },
+    /// A stored undo blob did not decode.
+    #[error("corrupt undo records for {id}: {source}")]
+    CorruptUndo {
+        id: OpId,
+        #[source]
+        source: UndoDecodeError,
+    },
+    /// A stored value is out of its domain (wrong blob length, unknown effect code, …).
+    #[error("corrupt column {table}.{column}")]
+    CorruptColumn {
+        table: &'static str,
+        column: &'static str,
+    },
+    /// A seq or Lamport time of 2^63 or more: SQLite integers are signed 64-bit.
+    #[error("{0} is too large to store (limit 2^63 - 1)")]
+    OutOfRange(u64),
+    /// A row references a replica index that is not in the `replicas` table.
+    #[error("unknown replica index {0}")]
+    UnknownReplicaIndex(i64),
+    /// `commit`/`rollback` without `begin`, or `begin` twice.
+    #[error("transaction misuse: {0}")]
+    Transaction(TxMisuse),
+}
+
+/// How a transaction call was out of order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxMisuse {
+    /// `begin` inside an open batch.
+    #[error("begin inside an open batch")]
+    Nested,
+    /// `commit` or `rollback` with no open batch.
+    #[error("no open batch")]
+    NotOpen,
+}
+
+type Result<T> = std::result::Result<T, SqliteStoreError>;
+
+/// Storage durability for a file database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// WAL, `synchronous=NORMAL`: a commit survives a process crash; the last commits may be lost
+    /// on power failure (never a partial batch).
+    #[default]
+    Normal,
+    /// WAL, `synchronous=FULL`: every commit is fsynced.
+    Full,
+}
+
+/// How the current batch was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tx {
+    None,
+    /// `BEGIN IMMEDIATE` on an autocommit connection.
+    Top,
+    /// A savepoint inside a transaction someone else opened (e.g. an SQL statement of the extension).
+    Savepoint,
+}
+
+/// A [`Store`] backed by one SQLite database (one document per database).
+///
+/// Reads are indexed queries; nothing loads the tree into memory. Each batch of the engine is one
+/// SQLite transaction (`begin` → `BEGIN IMMEDIATE`, or a savepoint inside an outer transaction).
+pub struct SqliteStore {
+    conn: Connection,
+    tx: Tx,
+    /// Replica key → compact index; cleared on rollback (indexes assigned in it are undone).
+    rep_idx: FxHashMap<ReplicaId, i64>,
+    /// Compact index → replica key (same lifetime as `rep_idx`).
+    rep_key: FxHashMap<i64, ReplicaId>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.conn.path())
+            .field("tx", &self.tx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the document database at `path` in WAL mode with
+    /// [`Durability::Normal`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, Durability::Normal)
+    }
+
+    /// Opens (creating if needed) the document database at `path` with the given durability.
+    pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        // WAL can be unavailable (some VFSes, e.g. in the browser): keep whatever mode results.
+        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        conn.execute_batch(match durability {
+            Durability::Normal => "PRAGMA synchronous = NORMAL;",
+            Durability::Full => "PRAGMA synchronous = FULL;",
+        })?;
+        Self::from_connection(conn)
+    }
+
+    /// A private in-memory document.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::from_connection(Connection::open_in_memory()?)
+    }
+
+    /// Wraps an open connection (creating the schema in an empty database). Journal mode and
+    /// synchronous settings are left as the caller set them.
+    pub fn from_connection(conn: Connection) -> Result<Self> {
+        conn.set_prepared_statement_cache_capacity(64);
+        conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA busy_timeout = 5000;")?;
+        schema::init(&conn)?;
+        Ok(Self {
+            conn,
+            tx: Tx::None,
+            rep_idx: FxHashMap::default(),
+            rep_key: FxHashMap::default(),
+        })
+    }
+
+    /// The underlying connection (for read-only queries and diagnostics; writing through it
+    /// bypasses the engine).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Consumes the store and returns its connection.
+    pub fn into_connection(self) -> Connection {
+        self.conn
+    }
+
+    // ---- replica interning ----
+
+    /// The compact index of `replica`, if it has one.
+    fn replica_index(&mut self, replica: ReplicaId) -> Result<Option<i64>> {
+        if let Some(&i) = self.rep_idx.get(&replica) {
+            return Ok(Some(i));
+        }
+        let i: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT idx FROM replicas WHERE key = ?1")?
+            .query_row([replica.as_bytes()], |r| r.get(0))
+            .optional()?;
+        if let Some(i) = i {
+            self.remember(replica, i);
+        }
+        Ok(i)
+    }
+
+    /// Read-only lookup of the compact index (no caching, for `&self` reads).
+    fn replica_index_ro(&self, replica: ReplicaId) -> Result<Option<i64>> {
+        if let Some(&i) = self.rep_idx.get(&replica) {
+            return Ok(Some(i));
+        }
+        Ok(self
+            .conn
+            .prepare_cached("SELECT idx FROM replicas WHERE key = ?1")?
+            .query_row([replica.as_bytes()], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The compact index of `replica`, assigning one if needed (inside the current batch).
+    fn intern(&mut self, replica: ReplicaId) -> Result<i64> {
+        if let Some(i) = self.replica_index(replica)? {
+            return Ok(i);
+        }
+        self.conn
+            .prepare_cached("INSERT INTO replicas(key) VALUES (?1)")?
+            .execute([replica.as_bytes()])?;
+        let i = self.conn.last_insert_rowid();
+        self.remember(replica, i);
+        Ok(i)
+    }
+
+    fn remember(&mut self, replica: ReplicaId, i: i64) {
+        self.rep_idx.insert(replica, i);
+        self.rep_key.insert(i, replica);
+    }
+
+    /// The replica key of a compact index.
+    fn replica_key(&self, i: i64) -> Result<ReplicaId> {
+        if let Some(&k) = self.rep_key.get(&i) {
+            return Ok(k);
+        }
+        let k: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT key FROM replicas WHERE idx = ?1")?
+            .query_row([i], |r| r.get(0))
+            .optional()?;
+        let k = k.ok_or(SqliteStoreError::UnknownReplicaIndex(i))?;
+        Ok(ReplicaId::from_bytes(fixed(&k, "replicas", "key")?))
+    }
+
+    fn op_id(&self, rep: i64, seq: i64) -> Result<OpId> {
+        let seq =
+            u64::try_from(seq)
+                .ok()
+                .filter(|&s| s >= 1)
+                .ok_or(SqliteStoreError::CorruptColumn {
+                    table: "ops",
+                    column: "seq",
+                })?;
+        Ok(OpId::new(self.replica_key(rep)?, seq))
+    }
+
+    /// Decodes a row `(replica, seq, op, effect, undo)` of `ops`.
+    fn log_entry(&self, row: &Row<'_>) -> Result<LogEntry> {
+        let id = self.op_id(row.get(0)?, row.get(1)?)?;
+        let op = decode_op(id, row.get_ref(2)?.as_blob()?)?;
+        let effect = u8::try_from(row.get::<_, i64>(3)?)
+            .ok()
+            .and_then(Effect::from_code)
+            .ok_or(SqliteStoreError::CorruptColumn {
+                table: "ops",
+                column: "effect",
+            })?;
+        let undo = undo::decode(row.get_ref(4)?.as_blob()?)
+            .map_err(|source| SqliteStoreError::CorruptUndo { id, source })?;
+        Ok(LogEntry { op, effect, undo })
+    }
+}
+
+/// Converts a stored blob to a fixed-size array, or reports the column as corrupt.
+fn fixed<const N: usize>(b: &[u8], table: &'static str, column: &'static str) -> Result<[u8; N]> {
+    b.try_into()
+        .map_err(|_| SqliteStoreError::CorruptColumn { table, column })
+}
+
+fn node_of(b: &[u8], table: &'static str, column: &'static str) -> Result<NodeId> {
+    Ok(NodeId::from_bytes(fixed(b, table, column)?))
+}
+
+/// A seq or Lamport time as an SQLite integer. Values of 2^63 and above cannot be stored.
+fn seq_param(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| SqliteStoreError::OutOfRange(v))
+}
+
+pub(crate) fn encode_op(op: &Op) -> Vec<u8> {
+    op.encode()
+}
+
+fn decode_op(id: OpId, b: &[u8]) -> Result<Op> {
+    let op = Op::decode(b).map_err(|source| SqliteStoreError::CorruptOp { id, source })?;
+    if op.id() != id {
+        return Err(SqliteStoreError::CorruptColumn {
+            table: "ops",
+            column: "op",
+        });
+    }
+    Ok(op)
+}
+
+impl Store for SqliteStore {
+    type Error = SqliteStoreError;
+
+    fn placement(&self, node: NodeId) -> Result<Option<Placement>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT parent, position, placed_rep, placed_seq FROM nodes WHERE node = ?1",
+            )?
+            .query_row([node.as_bytes()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((parent, position, rep, seq)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Placement {
+            parent: node_of(&parent, "nodes", "parent")?,
+            position: Position::from_bytes(&position),
+            placed_by: self.op_id(rep, seq)?,
+        }))
+    }
+
+    fn set_placement(&mut self, node: NodeId, placement: Option<&Placement>) -> Result<()> {
+        match placement {
+            None => {
+                self.conn
+                    .prepare_cached("DELETE FROM nodes WHERE node = ?1")?
+                    .execute([node.as_bytes()])?;
+            }
+            Some(p) => {
+                let rep = self.intern(p.placed_by.replica())?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO nodes(node, parent, position, placed_rep, placed_seq)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT(node) DO UPDATE SET parent = excluded.parent,
+                           position = excluded.position, placed_rep = excluded.placed_rep,
+                           placed_seq = excluded.placed_seq",
+                    )?
+                    .execute(params![
+                        node.as_bytes(),
+                        p.parent.as_bytes(),
+                        p.position.as_bytes(),
+                        rep,
+                        seq_param(p.placed_by.seq())?
+                    ])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn parent(&self, node: NodeId) -> Result<Option<NodeId>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT parent FROM nodes WHERE node = ?1")?;
+        let mut rows = st.query([node.as_bytes()])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(node_of(r.get_ref(0)?.as_blob()?, "nodes", "parent")?)),
+            None => Ok(None),
+        }
+    }
+
+    fn payload_set_by(&self, node: NodeId) -> Result<Option<OpId>> {
+        let row: Option<(i64, i64)> = self
+            .conn
+            .prepare_cached("SELECT set_rep, set_seq FROM payloads WHERE node = ?1")?
+            .query_row([node.as_bytes()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(rep, seq)| self.op_id(rep, seq)).transpose()
+    }
+
+    fn payload(&self, node: NodeId) -> Result<Option<PayloadRecord>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT bytes, set_rep, set_seq FROM payloads WHERE node = ?1")?
+            .query_row([node.as_bytes()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()?;
+        let Some((bytes, rep, seq)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(PayloadRecord {
+            bytes,
+            set_by: self.op_id(rep, seq)?,
+        }))
+    }
+
+    fn set_payload(&mut self, node: NodeId, payload: Option<&PayloadRecord>) -> Result<()> {
+        match payload {
+            None => {
+                self.conn
+                    .prepare_cached("DELETE FROM payloads WHERE node = ?1")?
+                    .execute([node.as_bytes()])?;
+            }
+            Some(p) => {
+                let rep = self.intern(p.set_by.replica())?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO payloads(node, bytes, set_rep, set_seq) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(node) DO UPDATE SET bytes = excluded.bytes,
+                           set_rep = excluded.set_rep, set_seq = excluded.set_seq",
+                    )?
+                    .execute(params![
+                        node.as_bytes(),
+                        &p.bytes[..],
+                        rep,
+                        seq_param(p.set_by.seq())?
+                    ])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn children(
+        &self,
+        parent: NodeId,
+        after: Option<(&Position, NodeId)>,
+        limit: usize,
+    ) -> Result<Vec<Child>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        let mut push = |r: &Row<'_>| -> Result<()> {
+            out.push(Child {
+                node: node_of(r.get_ref(0)?.as_blob()?, "nodes", "node")?,
+                position: Position::from_bytes(r.get_ref(1)?.as_blob()?),
+            });
+            Ok(())
+        };
+        match after {
+            None => {
+                let mut st = self.conn.prepare_cached(
+                    "SELECT node, position FROM nodes WHERE parent = ?1
+                     ORDER BY position, node LIMIT ?2",
+                )?;
+                let mut rows = st.query(params![parent.as_bytes(), limit])?;
+                while let Some(r) = rows.next()? {
+                    push(r)?;
+                }
+            }
+            Some((pos, node)) => {
+                let mut st = self.conn.prepare_cached(
+                    "SELECT node, position FROM nodes WHERE parent = ?1 AND (position, node) > (?2, ?3)
+                     ORDER BY position, node LIMIT ?4",
+                )?;
+                let mut rows = st.query(params![
+                    parent.as_bytes(),
+                    pos.as_bytes(),
+                    node.as_bytes(),
+                    limit
+                ])?;
+                while let Some(r) = rows.next()? {
+                    push(r)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn child_before(
+        &self,
+        parent: NodeId,
+        before: Option<(&Position, NodeId)>,
+    ) -> Result<Option<Child>> {
+        let map = |r: &Row<'_>| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?));
+        let row = match before {
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT node, position FROM nodes WHERE parent = ?1
+                     ORDER BY position DESC, node DESC LIMIT 1",
+                )?
+                .query_row([parent.as_bytes()], map)
+                .optional()?,
+            Some((pos, node)) => self
+                .conn
+                .prepare_cached(
+                    "SELECT node, position FROM nodes WHERE parent = ?1 AND (position, node) < (?2, ?3)
+                     ORDER BY position DESC, node DESC LIMIT 1",
+                )?
+                .query_row(
+                    params![parent.as_bytes(), pos.as_bytes(), node.as_bytes()],
+                    map,
+                )
+                .optional()?,
+        };
+        row.map(|(n, p)| {
+            Ok(Child {
+                node: node_of(&n, "nodes", "node")?,
+                position: Position::from_bytes(&p),
+            })
+        })
+        .transpose()
+    }
+
+    fn child_count(&self, parent: NodeId) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM nodes WHERE parent = ?1")?
+            .query_row([parent.as_bytes()], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    fn node_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT n FROM counts WHERE name = 'nodes'")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    fn entry(&self, id: OpId) -> Result<Option<LogEntry>> {
+        let Some(rep) = self.replica_index_ro(id.replica())? else {
+            return Ok(None);
+        };
+        let mut st = self.conn.prepare_cached(
+            "SELECT replica, seq, op, effect, undo FROM ops WHERE replica = ?1 AND seq = ?2",
+        )?;
+        let mut rows = st.query(params![rep, seq_param(id.seq())?])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(self.log_entry(r)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn entry_lamport(&self, id: OpId) -> Result<Option<crate::id::Lamport>> {
+        let Some(rep) = self.replica_index_ro(id.replica())? else {
+            return Ok(None);
+        };
+        let l: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT lamport FROM ops WHERE replica = ?1 AND seq = ?2")?
+            .query_row(params![rep, seq_param(id.seq())?], |r| r.get(0))
+            .optional()?;
+        Ok(l.map(|l| crate::id::Lamport::new(l as u64)))
+    }
+
+    fn log_insert(&mut self, entry: &LogEntry) -> Result<()> {
+        let id = entry.op.id();
+        let rep = self.intern(id.replica())?;
+        let seq = seq_param(id.seq())?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO ops(replica, seq, lamport, node, op, effect, undo)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                rep,
+                seq,
+                seq_param(entry.op.lamport().get())?,
+                entry.op.node().as_bytes(),
+                encode_op(&entry.op),
+                entry.effect.code(),
+                undo::encode(&entry.undo),
+            ])?;
+        self.conn
+            .prepare_cached("UPDATE replicas SET frontier = max(frontier, ?2) WHERE idx = ?1")?
+            .execute(params![rep, seq])?;
+        Ok(())
+    }
+
+    fn log_update(&mut self, id: OpId, effect: Effect, undo: &[Undo]) -> Result<()> {
+        let Some(rep) = self.replica_index(id.replica())? else {
+            return Ok(());
+        };
+        self.conn
+            .prepare_cached(
+                "UPDATE ops SET effect = ?3, undo = ?4 WHERE replica = ?1 AND seq = ?2",
+            )?
+            .execute(params![
+                rep,
+                seq_param(id.seq())?,
+                effect.code(),
+                undo::encode(undo)
+            ])?;
+        Ok(())
+    }
+
+    fn log_last(&self) -> Result<Option<LogKey>> {
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT o.lamport, r.key FROM ops o JOIN replicas r ON r.idx = o.replica
+                 WHERE o.lamport = (SELECT max(lamport) FROM ops)
+                 ORDER BY r.key DESC LIMIT 1",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(l, k)| {
+            Ok(LogKey::new(
+                crate::id::Lamport::new(l as u64),
+                ReplicaId::from_bytes(fixed(&k, "replicas", "key")?),
+            ))
+        })
+        .transpose()
+    }
+
+    fn log_after(&self, key: LogKey) -> Result<Vec<LogEntry>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT o.replica, o.seq, o.op, o.effect, o.undo, r.key
+             FROM ops o JOIN replicas r ON r.idx = o.replica
+             WHERE o.lamport >= ?1 ORDER BY o.lamport, r.key",
+        )?;
+        let lamport = seq_param(key.lamport().get())?;
+        let mut rows = st.query([lamport])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let e = self.log_entry(r)?;
+            if e.op.key() > key {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    fn log_len(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT n FROM counts WHERE name = 'ops'")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    fn max_seq(&self, replica: ReplicaId) -> Result<u64> {
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT frontier FROM replicas WHERE key = ?1")?
+            .query_row([replica.as_bytes()], |r| r.get(0))
+            .optional()?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
+    fn frontier(&self) -> Result<VersionVector> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT key, frontier FROM replicas WHERE frontier > 0")?;
+        let mut rows = st.query([])?;
+        let mut v = VersionVector::new();
+        while let Some(r) = rows.next()? {
+            let k = ReplicaId::from_bytes(fixed(r.get_ref(0)?.as_blob()?, "replicas", "key")?);
+            v.set(k, r.get::<_, i64>(1)? as u64);
+        }
+        Ok(v)
+    }
+
+    fn pending_insert(&mut self, awaits: OpId, op: &Op) -> Result<()> {
+        let a = self.intern(awaits.replica())?;
+        let r = self.intern(op.id().replica())?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO pending(awaits_rep, awaits_seq, replica, seq, op)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                a,
+                seq_param(awaits.seq())?,
+                r,
+                seq_param(op.id().seq())?,
+                encode_op(op)
+            ])?;
+        Ok(())
+    }
+
+    fn pending_take(&mut self, awaits: OpId) -> Result<Vec<Op>> {
+        let Some(a) = self.replica_index(awaits.replica())? else {
+            return Ok(Vec::new());
+        };
+        let seq = seq_param(awaits.seq())?;
+        let mut out = Vec::new();
+        {
+            let mut st = self.conn.prepare_cached(
+                "SELECT replica, seq, op FROM pending WHERE awaits_rep = ?1 AND awaits_seq = ?2
+                 ORDER BY id",
+            )?;
+            let mut rows = st.query(params![a, seq])?;
+            while let Some(r) = rows.next()? {
+                let id = self.op_id(r.get(0)?, r.get(1)?)?;
+                out.push(decode_op(id, r.get_ref(2)?.as_blob()?)?);
+            }
+        }
+        self.conn
+            .prepare_cached("DELETE FROM pending WHERE awaits_rep = ?1 AND awaits_seq = ?2")?
+            .execute(params![a, seq])?;
+        Ok(out)
+    }
+
+    fn pending_get(&self, id: OpId) -> Result<Option<Op>> {
+        let Some(r) = self.replica_index_ro(id.replica())? else {
+            return Ok(None);
+        };
+        let b: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT op FROM pending WHERE replica = ?1 AND seq = ?2 LIMIT 1")?
+            .query_row(params![r, seq_param(id.seq())?], |r| r.get(0))
+            .optional()?;
+        b.map(|b| decode_op(id, &b)).transpose()
+    }
+
+    fn pending_len(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM pending")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        if self.tx != Tx::None {
+            return Err(SqliteStoreError::Transaction(TxMisuse::Nested));
+        }
+        if self.conn.is_autocommit() {
+            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+            self.tx = Tx::Top;
+        } else {
+            self.conn
+                .prepare_cached("SAVEPOINT canopy_batch")?
+                .execute([])?;
+            self.tx = Tx::Savepoint;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        let sql = match self.tx {
+            Tx::None => return Err(SqliteStoreError::Transaction(TxMisuse::NotOpen)),
+            Tx::Top => "COMMIT",
+            Tx::Savepoint => "RELEASE canopy_batch",
+        };
+        self.conn.prepare_cached(sql)?.execute([])?;
+        self.tx = Tx::None;
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> Result<()> {
+        let tx = std::mem::replace(&mut self.tx, Tx::None);
+        // replica indexes assigned inside the batch are gone
+        self.rep_idx.clear();
+        self.rep_key.clear();
+        match tx {
+            Tx::None => Err(SqliteStoreError::Transaction(TxMisuse::NotOpen)),
+            Tx::Top => {
+                self.conn.execute_batch("ROLLBACK")?;
+                Ok(())
+            }
+            Tx::Savepoint => {
+                self.conn
+                    .execute_batch("ROLLBACK TO canopy_batch; RELEASE canopy_batch")?;
+                Ok(())
+            }
+        }
+    }
+}

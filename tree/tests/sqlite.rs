@@ -1,0 +1,5 @@
+//! SqliteStore integration tests: the storage contract, equivalence with `MemoryStore` through the
+//! engine, crash safety (a SIGKILLed child process).
+
+#[path = "sqlite/contract.rs"]
+mod contract;
