@@ -17,6 +17,11 @@ impl VersionVector {
     pub fn new() -> Self {
         Self::default()
     }
+    /// Builds a vector from entries already strictly sorted by replica, without zeros (decoder).
+    pub(crate) fn from_sorted(entries: Vec<(ReplicaId, u64)>) -> Self {
+        debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
+        Self(entries)
+    }
     /// Highest seq seen of `replica` (0 if none).
     pub fn get(&self, replica: &ReplicaId) -> u64 {
         match self.0.binary_search_by(|(r, _)| r.cmp(replica)) {

@@ -119,6 +119,16 @@ pub trait Store {
         node: NodeId,
         placement: Option<&Placement>,
     ) -> Result<(), Self::Error>;
+    /// The parent of `node`, if it exists. Provided; stores may answer it more cheaply than
+    /// [`Store::placement`] (ancestor walks call it once per level).
+    fn parent(&self, node: NodeId) -> Result<Option<NodeId>, Self::Error> {
+        Ok(self.placement(node)?.map(|p| p.parent))
+    }
+    /// The op that set the payload of `node`, without reading the bytes. Provided; stores may
+    /// answer it more cheaply than [`Store::payload`] (a delete checks it for a whole subtree).
+    fn payload_set_by(&self, node: NodeId) -> Result<Option<OpId>, Self::Error> {
+        Ok(self.payload(node)?.map(|p| p.set_by))
+    }
     /// The payload of `node`.
     fn payload(&self, node: NodeId) -> Result<Option<PayloadRecord>, Self::Error>;
     /// Sets (`None` clears) the payload of `node`.
@@ -150,6 +160,11 @@ pub trait Store {
 
     /// The logged entry of op `id`, if logged.
     fn entry(&self, id: OpId) -> Result<Option<LogEntry>, Self::Error>;
+    /// The Lamport timestamp of the logged op `id`. Provided; stores may answer it without
+    /// reading the whole entry (checked for every applied op's predecessor).
+    fn entry_lamport(&self, id: OpId) -> Result<Option<Lamport>, Self::Error> {
+        Ok(self.entry(id)?.map(|e| e.op.lamport()))
+    }
     /// Adds a new entry (its key is not yet in the log).
     fn log_insert(&mut self, entry: &LogEntry) -> Result<(), Self::Error>;
     /// Replaces the effect and undo records of the logged op `id` after a redo.

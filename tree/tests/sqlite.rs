@@ -3,3 +3,5 @@
 
 #[path = "sqlite/contract.rs"]
 mod contract;
+#[path = "sqlite/equivalence.rs"]
+mod equivalence;

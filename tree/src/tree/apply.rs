@@ -1,0 +1,680 @@
+//! The apply loop: admission (validation, duplicates, causal readiness, pending), then
+//! undo/do/redo of the ready ops in total order. Rules: `spec/ops.md`, `spec/delete.md`.
+
+use rustc_hash::FxHashMap;
+
+use crate::codec::{MAX_PAYLOAD_LEN, MAX_SEEN_ENTRIES};
+use crate::id::{Lamport, NodeId, OpId};
+use crate::op::{Op, OpKind, VersionVector};
+use crate::policy::{Decision, Policy, ReplayView};
+use crate::position::Position;
+use crate::report::{ApplyReport, ChangeEvent, OpReport, Outcome, Rejection};
+use crate::store::{Effect, LogEntry, PayloadRecord, Placement, Store, Undo};
+
+const PAGE: usize = 256;
+
+#[derive(Clone, Copy)]
+enum Origin {
+    Input(usize),
+    Released(usize),
+}
+
+enum Admit {
+    Ready,
+    Park(OpId),
+    Duplicate,
+    Reject(Rejection),
+}
+
+/// Applies one batch inside the caller's transaction.
+pub(crate) fn run<S: Store, P: Policy>(
+    store: &mut S,
+    policy: &P,
+    ops: impl IntoIterator<Item = Op>,
+) -> Result<ApplyReport<P::Reason>, S::Error> {
+    let mut outcomes: Vec<(OpId, Option<Outcome<P::Reason>>)> = Vec::new();
+    let mut released: Vec<(OpId, Option<Outcome<P::Reason>>)> = Vec::new();
+    let mut ready: Vec<(Op, Origin)> = Vec::new();
+    // Ops admitted in this batch: id → (lamport, index in `ready`).
+    let mut batch: FxHashMap<OpId, (Lamport, usize)> = FxHashMap::default();
+    let mut parked_inputs: FxHashMap<OpId, usize> = FxHashMap::default();
+    let mut work: Vec<(Op, Origin)> = Vec::new();
+
+    for op in ops {
+        outcomes.push((op.id(), None));
+        work.push((op, Origin::Input(outcomes.len() - 1)));
+        while let Some((op, origin)) = work.pop() {
+            let admitted = admit(store, &batch, &ready, &op)?;
+            let slot = match origin {
+                Origin::Input(i) => &mut outcomes[i].1,
+                Origin::Released(i) => &mut released[i].1,
+            };
+            match admitted {
+                Admit::Reject(r) => *slot = Some(Outcome::Rejected(r)),
+                Admit::Duplicate => *slot = Some(Outcome::Duplicate),
+                Admit::Park(awaits) => {
+                    *slot = Some(Outcome::Pending { awaits });
+                    store.pending_insert(awaits, &op)?;
+                    if let Origin::Input(i) = origin {
+                        parked_inputs.insert(op.id(), i);
+                    }
+                }
+                Admit::Ready => {
+                    let id = op.id();
+                    batch.insert(id, (op.lamport(), ready.len()));
+                    ready.push((op, origin));
+                    for waiting in store.pending_take(id)? {
+                        let o = match parked_inputs.remove(&waiting.id()) {
+                            Some(i) => Origin::Input(i),
+                            None => {
+                                released.push((waiting.id(), None));
+                                Origin::Released(released.len() - 1)
+                            }
+                        };
+                        work.push((waiting, o));
+                    }
+                }
+            }
+        }
+    }
+
+    let mut engine = Engine {
+        store,
+        policy,
+        touched: Touched::default(),
+    };
+    if !ready.is_empty() {
+        ready.sort_unstable_by_key(|(op, _)| op.key());
+        let first = ready[0].0.key();
+        let redo = match engine.store.log_last()? {
+            Some(last) if last > first => engine.store.log_after(first)?,
+            _ => Vec::new(),
+        };
+        for e in redo.iter().rev() {
+            for u in e.undo.iter().rev() {
+                engine.restore(u)?;
+            }
+        }
+        let mut redo = redo.into_iter().peekable();
+        for (op, origin) in ready {
+            while let Some(e) = redo.next_if(|e| e.op.key() < op.key()) {
+                engine.redo(e)?;
+            }
+            let done = engine.do_op(&op)?;
+            let outcome = match done.effect {
+                Effect::SkippedCycle => Outcome::SkippedCycle,
+                Effect::SkippedUnseen => Outcome::SkippedUnseen,
+                Effect::Denied => match done.reason {
+                    Some(reason) => Outcome::Denied { reason },
+                    None => Outcome::Applied,
+                },
+                _ => Outcome::Applied,
+            };
+            match origin {
+                Origin::Input(i) => outcomes[i].1 = Some(outcome),
+                Origin::Released(i) => released[i].1 = Some(outcome),
+            }
+            engine.store.log_insert(&LogEntry {
+                op,
+                effect: done.effect,
+                undo: done.undo,
+            })?;
+        }
+        for e in redo {
+            engine.redo(e)?;
+        }
+    }
+    let events = engine.events()?;
+    let finish = |v: Vec<(OpId, Option<Outcome<P::Reason>>)>| {
+        v.into_iter()
+            .map(|(id, o)| OpReport {
+                id,
+                outcome: o.unwrap_or(Outcome::Duplicate),
+            })
+            .collect()
+    };
+    Ok(ApplyReport {
+        ops: finish(outcomes),
+        released: finish(released),
+        events,
+    })
+}
+
+/// Checks that need no tree state.
+pub(crate) fn validate(op: &Op) -> Result<(), Rejection> {
+    if op.id().seq() == 0 {
+        return Err(Rejection::SeqZero);
+    }
+    if op.lamport().get() == 0 {
+        return Err(Rejection::LamportZero);
+    }
+    let node = op.node();
+    if node.is_reserved() {
+        return Err(Rejection::ReservedNode { node });
+    }
+    match op.kind() {
+        OpKind::Create {
+            parent,
+            position,
+            payload,
+            ..
+        } => {
+            check_target(*parent, position)?;
+            if let Some(p) = payload {
+                check_payload(p)?;
+            }
+        }
+        OpKind::Move {
+            parent, position, ..
+        } => check_target(*parent, position)?,
+        OpKind::Delete { seen, .. } => {
+            if seen.len() > MAX_SEEN_ENTRIES {
+                return Err(Rejection::SeenTooLarge { len: seen.len() });
+            }
+        }
+        OpKind::SetPayload { payload, .. } => check_payload(payload)?,
+    }
+    Ok(())
+}
+
+fn check_target(parent: NodeId, position: &Position) -> Result<(), Rejection> {
+    if parent == NodeId::TRASH {
+        return Err(Rejection::ParentTrash);
+    }
+    position.validate().map_err(Rejection::InvalidPosition)
+}
+
+fn check_payload(p: &[u8]) -> Result<(), Rejection> {
+    if p.len() > MAX_PAYLOAD_LEN {
+        return Err(Rejection::PayloadTooLarge { len: p.len() });
+    }
+    Ok(())
+}
+
+fn lamport_of<S: Store>(
+    store: &S,
+    batch: &FxHashMap<OpId, (Lamport, usize)>,
+    id: OpId,
+) -> Result<Option<Lamport>, S::Error> {
+    match batch.get(&id) {
+        Some((l, _)) => Ok(Some(*l)),
+        None => store.entry_lamport(id),
+    }
+}
+
+fn admit<S: Store>(
+    store: &S,
+    batch: &FxHashMap<OpId, (Lamport, usize)>,
+    ready: &[(Op, Origin)],
+    op: &Op,
+) -> Result<Admit, S::Error> {
+    if let Err(r) = validate(op) {
+        return Ok(Admit::Reject(r));
+    }
+    let id = op.id();
+    let same = |known: &Op| {
+        if known == op {
+            Admit::Duplicate
+        } else {
+            Admit::Reject(Rejection::Equivocation)
+        }
+    };
+    if let Some((_, i)) = batch.get(&id) {
+        return Ok(same(&ready[*i].0));
+    }
+    if store.entry_lamport(id)?.is_some() {
+        if let Some(e) = store.entry(id)? {
+            return Ok(same(&e.op));
+        }
+    }
+    if let Some(p) = store.pending_get(id)? {
+        return Ok(same(&p));
+    }
+    let replica = id.replica();
+    if id.seq() > 1 {
+        let pred = OpId::new(replica, id.seq() - 1);
+        match lamport_of(store, batch, pred)? {
+            None => return Ok(Admit::Park(pred)),
+            Some(previous) if op.lamport() <= previous => {
+                return Ok(Admit::Reject(Rejection::LamportNotIncreasing {
+                    previous,
+                    got: op.lamport(),
+                }))
+            }
+            Some(_) => {}
+        }
+    }
+    if let OpKind::Delete { seen, .. } = op.kind() {
+        let own = seen.get(&replica);
+        if own > id.seq() - 1 {
+            return Ok(Admit::Reject(Rejection::SeenOwnFuture { seen: own }));
+        }
+        for (r, s) in seen.iter() {
+            if r == replica {
+                continue;
+            }
+            let seen_id = OpId::new(r, s);
+            match lamport_of(store, batch, seen_id)? {
+                None => return Ok(Admit::Park(seen_id)),
+                Some(l) if op.lamport() <= l => {
+                    return Ok(Admit::Reject(Rejection::LamportNotAboveSeen {
+                        seen: seen_id,
+                    }))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(Admit::Ready)
+}
+
+struct Done<R> {
+    effect: Effect,
+    undo: Vec<Undo>,
+    reason: Option<R>,
+}
+
+impl<R> Done<R> {
+    fn noop(effect: Effect) -> Self {
+        Self {
+            effect,
+            undo: Vec::new(),
+            reason: None,
+        }
+    }
+}
+
+/// A node's state before the batch first touched it.
+#[derive(Default)]
+struct Before {
+    place: Option<Option<Placement>>,
+    payload: Option<Option<OpId>>,
+}
+
+#[derive(Default)]
+struct Touched {
+    order: Vec<NodeId>,
+    before: FxHashMap<NodeId, Before>,
+}
+
+impl Touched {
+    fn slot(&mut self, node: NodeId) -> &mut Before {
+        let order = &mut self.order;
+        self.before.entry(node).or_insert_with(|| {
+            order.push(node);
+            Before::default()
+        })
+    }
+    fn place(&mut self, node: NodeId, prior: &Option<Placement>) {
+        let b = self.slot(node);
+        if b.place.is_none() {
+            b.place = Some(prior.clone());
+        }
+    }
+    fn payload(&mut self, node: NodeId, prior: Option<OpId>) {
+        let b = self.slot(node);
+        if b.payload.is_none() {
+            b.payload = Some(prior);
+        }
+    }
+}
+
+struct Engine<'a, S, P> {
+    store: &'a mut S,
+    policy: &'a P,
+    touched: Touched,
+}
+
+impl<S: Store, P: Policy> Engine<'_, S, P> {
+    fn set_place(
+        &mut self,
+        node: NodeId,
+        prior: &Option<Placement>,
+        new: Option<&Placement>,
+    ) -> Result<(), S::Error> {
+        self.touched.place(node, prior);
+        self.store.set_placement(node, new)
+    }
+
+    fn restore(&mut self, u: &Undo) -> Result<(), S::Error> {
+        match u {
+            Undo::Placement { node, prior } => {
+                let current = self.store.placement(*node)?;
+                self.set_place(*node, &current, prior.as_ref())
+            }
+            Undo::Payload { node, prior } => {
+                let current = self.store.payload_set_by(*node)?;
+                self.touched.payload(*node, current);
+                self.store.set_payload(*node, prior.as_ref())
+            }
+        }
+    }
+
+    fn redo(&mut self, e: LogEntry) -> Result<(), S::Error> {
+        let done = self.do_op(&e.op)?;
+        if done.effect != e.effect || done.undo != e.undo {
+            self.store.log_update(e.op.id(), done.effect, &done.undo)?;
+        }
+        Ok(())
+    }
+
+    fn decide(
+        &self,
+        op: &Op,
+        old_parent: Option<NodeId>,
+        new_parent: Option<NodeId>,
+    ) -> Result<Option<P::Reason>, S::Error> {
+        let view = ReplayView {
+            store: &*self.store,
+            node: op.node(),
+            old_parent,
+            new_parent,
+        };
+        Ok(match self.policy.decide(op, &view)? {
+            Decision::Deny { reason } => Some(reason),
+            _ => None,
+        })
+    }
+
+    /// Decides and does one op on the current (replay-time) state.
+    fn do_op(&mut self, op: &Op) -> Result<Done<P::Reason>, S::Error> {
+        let node = op.node();
+        match op.kind() {
+            OpKind::Create {
+                parent, position, ..
+            }
+            | OpKind::Move {
+                parent, position, ..
+            } => {
+                let old = self.store.placement(node)?;
+                if let Some(reason) =
+                    self.decide(op, old.as_ref().map(|p| p.parent), Some(*parent))?
+                {
+                    return Ok(denied(reason));
+                }
+                // A brand-new node without (orphan) children cannot be an ancestor of anything.
+                let may_cycle = *parent == node
+                    || ((old.is_some() || self.store.child_count(node)? > 0)
+                        && self.is_within(*parent, node)?);
+                if may_cycle {
+                    return Ok(Done::noop(Effect::SkippedCycle));
+                }
+                let mut undo = Vec::with_capacity(1);
+                let placement = Placement {
+                    parent: *parent,
+                    position: position.clone(),
+                    placed_by: op.id(),
+                };
+                self.set_place(node, &old, Some(&placement))?;
+                undo.push(Undo::Placement { node, prior: old });
+                if let OpKind::Create {
+                    payload: Some(bytes),
+                    ..
+                } = op.kind()
+                {
+                    self.write_payload(op, node, bytes, &mut undo)?;
+                }
+                self.revive(op, *parent, &mut undo)?;
+                Ok(Done {
+                    effect: Effect::Applied,
+                    undo,
+                    reason: None,
+                })
+            }
+            OpKind::Delete { seen, .. } => {
+                let old = self.store.placement(node)?;
+                let old_parent = old.as_ref().map(|p| p.parent);
+                if let Some(reason) = self.decide(op, old_parent, Some(NodeId::TRASH))? {
+                    return Ok(denied(reason));
+                }
+                let Some(old) = old else {
+                    return Ok(Done::noop(Effect::SkippedUnseen));
+                };
+                if !self.subtree_seen(node, &old, seen)? {
+                    return Ok(Done::noop(Effect::SkippedUnseen));
+                }
+                let placement = Placement {
+                    parent: NodeId::TRASH,
+                    position: Position::trash(op.lamport(), &op.id().replica()),
+                    placed_by: op.id(),
+                };
+                let old = Some(old);
+                self.set_place(node, &old, Some(&placement))?;
+                Ok(Done {
+                    effect: Effect::Applied,
+                    undo: vec![Undo::Placement { node, prior: old }],
+                    reason: None,
+                })
+            }
+            OpKind::SetPayload { payload, .. } => {
+                let parent = self.store.parent(node)?;
+                if let Some(reason) = self.decide(op, parent, None)? {
+                    return Ok(denied(reason));
+                }
+                let mut undo = Vec::with_capacity(1);
+                self.write_payload(op, node, payload, &mut undo)?;
+                self.revive(op, node, &mut undo)?;
+                Ok(Done {
+                    effect: Effect::Applied,
+                    undo,
+                    reason: None,
+                })
+            }
+        }
+    }
+
+    fn write_payload(
+        &mut self,
+        op: &Op,
+        node: NodeId,
+        bytes: &[u8],
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), S::Error> {
+        let prior = self.store.payload(node)?;
+        self.touched.payload(node, prior.as_ref().map(|p| p.set_by));
+        self.store.set_payload(
+            node,
+            Some(&PayloadRecord {
+                bytes: bytes.to_vec(),
+                set_by: op.id(),
+            }),
+        )?;
+        undo.push(Undo::Payload { node, prior });
+        Ok(())
+    }
+
+    /// True if `node` is `root` or below it. Walks `node`'s ancestors (no depth cap: the tree
+    /// is acyclic, so the walk ends at ROOT, TRASH or a node whose parent is unknown).
+    fn is_within(&self, node: NodeId, root: NodeId) -> Result<bool, S::Error> {
+        let mut n = node;
+        loop {
+            if n == root {
+                return Ok(true);
+            }
+            if n.is_reserved() {
+                return Ok(false);
+            }
+            match self.store.parent(n)? {
+                Some(p) => n = p,
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// The defensive-delete check: every node of the subtree was placed, and its payload set, by
+    /// ops the delete had seen.
+    fn subtree_seen(
+        &self,
+        node: NodeId,
+        placement: &Placement,
+        seen: &VersionVector,
+    ) -> Result<bool, S::Error> {
+        if !seen.covers(&placement.placed_by) || !self.payload_seen(node, seen)? {
+            return Ok(false);
+        }
+        let mut stack = vec![node];
+        while let Some(n) = stack.pop() {
+            let mut cursor: Option<(Position, NodeId)> = None;
+            loop {
+                let page = self
+                    .store
+                    .children(n, cursor.as_ref().map(|(p, c)| (p, *c)), PAGE)?;
+                for c in &page {
+                    let placed_by = self.store.placement(c.node)?.map(|p| p.placed_by);
+                    if !placed_by.is_some_and(|by| seen.covers(&by))
+                        || !self.payload_seen(c.node, seen)?
+                    {
+                        return Ok(false);
+                    }
+                    stack.push(c.node);
+                }
+                match page.last() {
+                    Some(last) if page.len() == PAGE => {
+                        cursor = Some((last.position.clone(), last.node))
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn payload_seen(&self, node: NodeId, seen: &VersionVector) -> Result<bool, S::Error> {
+        Ok(self
+            .store
+            .payload_set_by(node)?
+            .is_none_or(|by| seen.covers(&by)))
+    }
+
+    /// Revive (`spec/delete.md`): an op landing inside a trashed subtree whose delete had not
+    /// seen it moves the trashed root back to where the delete took it from, repeating upwards.
+    fn revive(&mut self, op: &Op, start: NodeId, undo: &mut Vec<Undo>) -> Result<(), S::Error> {
+        if self.store.child_count(NodeId::TRASH)? == 0 {
+            return Ok(());
+        }
+        let mut from = start;
+        loop {
+            let mut n = from;
+            let trashed = loop {
+                if n.is_reserved() {
+                    return Ok(());
+                }
+                match self.store.parent(n)? {
+                    None => return Ok(()),
+                    Some(p) if p == NodeId::TRASH => break n,
+                    Some(p) => n = p,
+                }
+            };
+            let Some(current) = self.store.placement(trashed)? else {
+                return Ok(());
+            };
+            let Some(delete) = self.store.entry(current.placed_by)? else {
+                return Ok(());
+            };
+            let OpKind::Delete { seen, .. } = delete.op.kind() else {
+                return Ok(());
+            };
+            if seen.covers(&op.id()) {
+                return Ok(());
+            }
+            let prior = delete.undo.iter().find_map(|u| match u {
+                Undo::Placement {
+                    node,
+                    prior: Some(p),
+                } if *node == trashed => Some(p.clone()),
+                _ => None,
+            });
+            let Some(prior) = prior else {
+                return Ok(());
+            };
+            if self.is_within(prior.parent, trashed)? {
+                return Ok(());
+            }
+            let back = Placement {
+                parent: prior.parent,
+                position: prior.position,
+                placed_by: op.id(),
+            };
+            let current = Some(current);
+            self.set_place(trashed, &current, Some(&back))?;
+            undo.push(Undo::Placement {
+                node: trashed,
+                prior: current,
+            });
+            from = back.parent;
+        }
+    }
+
+    /// The batch's net changes: each touched node's state now against its state before.
+    fn events(&self) -> Result<Vec<ChangeEvent>, S::Error> {
+        let mut events = Vec::new();
+        for node in &self.touched.order {
+            let Some(before) = self.touched.before.get(node) else {
+                continue;
+            };
+            if let Some(was) = &before.place {
+                let now = self.store.placement(*node)?;
+                if let Some(e) = place_event(*node, was.as_ref(), now) {
+                    events.push(e);
+                }
+            }
+            if let Some(was) = before.payload {
+                let now = self.store.payload(*node)?;
+                if now.as_ref().map(|p| p.set_by) != was {
+                    events.push(ChangeEvent::PayloadChanged {
+                        node: *node,
+                        payload: now.map(|p| p.bytes),
+                    });
+                }
+            }
+        }
+        Ok(events)
+    }
+}
+
+fn denied<R>(reason: R) -> Done<R> {
+    Done {
+        effect: Effect::Denied,
+        undo: Vec::new(),
+        reason: Some(reason),
+    }
+}
+
+fn place_event(
+    node: NodeId,
+    was: Option<&Placement>,
+    now: Option<Placement>,
+) -> Option<ChangeEvent> {
+    let trash = NodeId::TRASH;
+    match (was, now) {
+        (None, None) => None,
+        (Some(_), None) => Some(ChangeEvent::Removed { node }),
+        (None, Some(p)) => Some(ChangeEvent::Created {
+            node,
+            parent: p.parent,
+            position: p.position,
+        }),
+        (Some(w), Some(p)) => {
+            if w.parent == p.parent && w.position == p.position {
+                None
+            } else if p.parent == trash && w.parent != trash {
+                Some(ChangeEvent::Deleted {
+                    node,
+                    position: p.position,
+                })
+            } else if w.parent == trash && p.parent != trash {
+                Some(ChangeEvent::Restored {
+                    node,
+                    parent: p.parent,
+                    position: p.position,
+                })
+            } else {
+                Some(ChangeEvent::Moved {
+                    node,
+                    parent: p.parent,
+                    position: p.position,
+                })
+            }
+        }
+    }
+}

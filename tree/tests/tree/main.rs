@@ -1,0 +1,5 @@
+//! Integration tests of `canopy_tree` (one binary): spec vectors and codec properties, delete
+//! scenarios (`spec/delete.md`), multi-replica convergence.
+
+mod common;
+mod vectors;
