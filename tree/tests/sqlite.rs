@@ -3,5 +3,7 @@
 
 #[path = "sqlite/contract.rs"]
 mod contract;
+#[path = "sqlite/crash.rs"]
+mod crash;
 #[path = "sqlite/equivalence.rs"]
 mod equivalence;
