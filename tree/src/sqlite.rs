@@ -150,6 +150,7 @@ impl SqliteStore {
             Durability::Normal => "PRAGMA synchronous = NORMAL;",
             Durability::Full => "PRAGMA synchronous = FULL;",
         })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Self::from_connection(conn)
     }
 
@@ -158,11 +159,10 @@ impl SqliteStore {
         Self::from_connection(Connection::open_in_memory()?)
     }
 
-    /// Wraps an open connection (creating the schema in an empty database). Journal mode and
-    /// synchronous settings are left as the caller set them.
+    /// Wraps an open connection (creating the schema in an empty database). Connection settings
+    /// (journal mode, synchronous, busy timeout) are left as the caller set them.
     pub fn from_connection(conn: Connection) -> Result<Self> {
         conn.set_prepared_statement_cache_capacity(64);
-        conn.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA busy_timeout = 5000;")?;
         schema::init(&conn)?;
         Ok(Self {
             conn,

@@ -67,3 +67,48 @@ pub fn arb_op() -> impl Strategy<Value = Op> {
         )
     })
 }
+
+pub type T = canopy_tree::Tree<canopy_tree::MemoryStore>;
+
+/// A replica with a fresh in-memory store.
+pub fn tree(b: u8) -> T {
+    canopy_tree::Tree::new(canopy_tree::MemoryStore::new(), replica(b))
+}
+
+/// Every logged op of `t`, in total order.
+pub fn log_ops(t: &T) -> Vec<Op> {
+    use canopy_tree::Store;
+    let min = canopy_tree::LogKey::new(Lamport::new(0), ReplicaId::from_bytes([0; 32]));
+    t.store()
+        .log_after(min)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.op)
+        .collect()
+}
+
+/// Delivers everything `from` has logged to `to` in one batch.
+pub fn sync(from: &T, to: &mut T) {
+    to.apply(log_ops(from)).unwrap();
+    to.check_invariants().unwrap();
+}
+
+/// The effect `t` logged for `op`.
+pub fn effect(t: &T, op: &Op) -> canopy_tree::Effect {
+    use canopy_tree::Store;
+    t.store().entry(op.id()).unwrap().expect("logged").effect
+}
+
+/// The visible state of `t`: every node's placement (parent, position) and payload, in node order.
+pub fn dump(t: &T, nodes: &[NodeId]) -> Vec<(NodeId, Option<(NodeId, Position)>, Option<Vec<u8>>)> {
+    let mut nodes = nodes.to_vec();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+        .into_iter()
+        .map(|n| {
+            let p = t.placement(n).unwrap().map(|p| (p.parent, p.position));
+            (n, p, t.payload(n).unwrap())
+        })
+        .collect()
+}

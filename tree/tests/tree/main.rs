@@ -2,4 +2,6 @@
 //! scenarios (`spec/delete.md`), multi-replica convergence.
 
 mod common;
+mod convergence;
+mod delete;
 mod vectors;
