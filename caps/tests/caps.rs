@@ -39,3 +39,22 @@ fn ucan_policy_fixture() {
     // 6 valid groups with 17 policies, 4 invalid groups with 8 policies.
     assert_eq!(r.len(), 25, "{r:#?}");
 }
+
+#[test]
+fn ucan_invocation_fixture() {
+    let r = run_fixture(repo().join("spec/vectors/ucan/invocation.json"));
+    assert_eq!(r.len(), 20);
+}
+
+#[test]
+fn fixture_runner_reports_details() {
+    let text = std::fs::read_to_string(repo().join("spec/vectors/ucan/invocation.json")).unwrap();
+    for r in fixtures::run(&text, now()).unwrap() {
+        println!("{} -> {}", r.name, r.detail);
+    }
+    // A fixture file whose expectation is wrong must fail: flip one expected error class.
+    let flipped = text.replacen("\"name\": \"InvalidClaim\"", "\"name\": \"Expired\"", 1);
+    let results = fixtures::run(&flipped, now()).unwrap();
+    assert_eq!(results.iter().filter(|r| !r.passed).count(), 1);
+    assert!(fixtures::run("{\"valid\": [{\"x\": 1}]}", now()).is_err());
+}
