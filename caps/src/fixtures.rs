@@ -232,7 +232,7 @@ fn invocation_case(set: &str, i: usize, case: &Value, valid: bool, now: u64) -> 
             .and_then(|inv| {
                 Verifier::new()
                     .verify_invocation(&inv, &proofs, &ctx)
-                    .map_err(|e| e.class().to_owned() + ": " + &e.to_string())
+                    .map_err(|e| e.to_string())
             });
         let expected = case
             .get("error")

@@ -7,6 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use canopy_caps::fixtures;
 use canopy_caps::*;
+use proptest::prelude::*;
+use rand_core::{CryptoRng, RngCore};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -57,4 +59,930 @@ fn fixture_runner_reports_details() {
     let results = fixtures::run(&flipped, now()).unwrap();
     assert_eq!(results.iter().filter(|r| !r.passed).count(), 1);
     assert!(fixtures::run("{\"valid\": [{\"x\": 1}]}", now()).is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// Deterministic RNG for tests (xorshift: nonces and ephemeral keys only need to differ).
+struct TestRng(u64);
+impl RngCore for TestRng {
+    fn next_u32(&mut self) -> u32 {
+        self.next_u64() as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let v = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+impl CryptoRng for TestRng {}
+fn key(n: u8) -> SecretKey {
+    SecretKey::from_bytes(&[n; 32])
+}
+
+fn cmd(s: &str) -> Command {
+    s.parse().unwrap()
+}
+
+struct Grant<'a> {
+    from: &'a SecretKey,
+    to: Did,
+    sub: Option<Did>,
+    cmd: &'a str,
+    pol: Policy,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+}
+
+fn grant(g: Grant<'_>) -> Delegation {
+    Delegation::issue(
+        g.from,
+        DelegationFields {
+            audience: g.to,
+            subject: g.sub,
+            command: cmd(g.cmd),
+            policy: g.pol,
+            expiration: g.exp,
+            not_before: g.nbf,
+            meta: None,
+        },
+        &mut TestRng(42),
+    )
+}
+
+fn simple(from: &SecretKey, to: &SecretKey, sub: &SecretKey, c: &str) -> Delegation {
+    grant(Grant {
+        from,
+        to: to.did(),
+        sub: Some(sub.did()),
+        cmd: c,
+        pol: Policy::default(),
+        exp: None,
+        nbf: None,
+    })
+}
+
+/// owner(1) -> alice(2) -> bob(3), `/tree/write`, no policy.
+fn two_hop() -> (Proofs, Vec<Cid>, [SecretKey; 3]) {
+    let (o, a, b) = (key(1), key(2), key(3));
+    let mut proofs = Proofs::new();
+    let chain = vec![
+        proofs.insert(simple(&o, &a, &o, "/tree/write").to_bytes().to_vec()),
+        proofs.insert(simple(&a, &b, &o, "/tree/write").to_bytes().to_vec()),
+    ];
+    (proofs, chain, [o, a, b])
+}
+
+fn empty_args() -> Ipld {
+    Ipld::Map(Default::default())
+}
+
+fn check(
+    proofs: &Proofs,
+    chain: &[Cid],
+    subject: &Did,
+    invoker: &Did,
+    c: &str,
+    time: u64,
+) -> Result<Authorized, VerifyError> {
+    let revs = Revocations::new();
+    let command = cmd(c);
+    let args = empty_args();
+    Verifier::new().check(
+        chain,
+        proofs,
+        &Request {
+            subject,
+            invoker,
+            command: &command,
+            args: &args,
+        },
+        &Context {
+            time,
+            revocations: &revs,
+            op: None,
+        },
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chain validation: one negative case per error variant
+
+#[test]
+fn chain_valid_and_command_prefix() {
+    let (proofs, chain, [o, _, b]) = two_hop();
+    let ok = check(&proofs, &chain, &o.did(), &b.did(), "/tree/write/move", 10).unwrap();
+    assert_eq!(ok.chain(), chain.as_slice());
+    check(&proofs, &chain, &o.did(), &b.did(), "/tree/write", 10).unwrap();
+    let err = check(&proofs, &chain, &o.did(), &b.did(), "/tree/writex", 10).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VerifyError::InvalidClaim(ClaimError::CommandNotCovered { .. })
+        ),
+        "{err}"
+    );
+    let err = check(&proofs, &chain, &o.did(), &b.did(), "/tree/read", 10).unwrap_err();
+    assert_eq!(err.class(), "InvalidClaim");
+}
+
+#[test]
+fn invalid_claim_no_proof_and_root_rules() {
+    let (o, a) = (key(1), key(2));
+    let proofs = Proofs::new();
+    assert!(matches!(
+        check(&proofs, &[], &o.did(), &a.did(), "/tree", 0),
+        Err(VerifyError::InvalidClaim(ClaimError::NoProof))
+    ));
+    // The owner needs no proof.
+    check(&proofs, &[], &o.did(), &o.did(), "/tree", 0).unwrap();
+    // A root not issued by the subject.
+    let mut proofs = Proofs::new();
+    let c = proofs.insert(simple(&a, &a, &o, "/tree").to_bytes().to_vec());
+    assert!(matches!(
+        check(&proofs, &[c], &o.did(), &a.did(), "/tree", 0),
+        Err(VerifyError::InvalidClaim(ClaimError::RootNotSubject { .. }))
+    ));
+    // A powerline root.
+    let pl = grant(Grant {
+        from: &o,
+        to: a.did(),
+        sub: None,
+        cmd: "/",
+        pol: Policy::default(),
+        exp: None,
+        nbf: None,
+    });
+    let c = proofs.insert(pl.to_bytes().to_vec());
+    assert!(matches!(
+        check(&proofs, &[c], &o.did(), &a.did(), "/tree", 0),
+        Err(VerifyError::InvalidClaim(ClaimError::RootPowerline { .. }))
+    ));
+}
+
+#[test]
+fn powerline_below_root_is_accepted() {
+    let (o, a, b) = (key(1), key(2), key(3));
+    let mut proofs = Proofs::new();
+    let root = proofs.insert(simple(&o, &a, &o, "/tree").to_bytes().to_vec());
+    let pl = grant(Grant {
+        from: &a,
+        to: b.did(),
+        sub: None,
+        cmd: "/tree",
+        pol: Policy::default(),
+        exp: None,
+        nbf: None,
+    });
+    let c = proofs.insert(pl.to_bytes().to_vec());
+    check(&proofs, &[root, c], &o.did(), &b.did(), "/tree/read", 0).unwrap();
+}
+
+#[test]
+fn unavailable_proof() {
+    let (mut proofs, chain, [o, _, b]) = two_hop();
+    let missing = cid_of(b"not stored");
+    let err = check(
+        &proofs,
+        &[chain[0], missing],
+        &o.did(),
+        &b.did(),
+        "/tree/write",
+        0,
+    )
+    .unwrap_err();
+    assert_eq!(err, VerifyError::UnavailableProof { cid: missing });
+    // Bytes stored under their own CID can't stand in for another CID.
+    proofs.insert(b"\x80".to_vec());
+    assert_eq!(
+        check(&proofs, &[missing], &o.did(), &b.did(), "/tree", 0)
+            .unwrap_err()
+            .class(),
+        "UnavailableProof"
+    );
+}
+
+#[test]
+fn expired_and_too_early() {
+    let (o, a) = (key(1), key(2));
+    let mut proofs = Proofs::new();
+    let d = grant(Grant {
+        from: &o,
+        to: a.did(),
+        sub: Some(o.did()),
+        cmd: "/tree",
+        pol: Policy::default(),
+        exp: Some(100),
+        nbf: Some(50),
+    });
+    let c = proofs.insert(d.to_bytes().to_vec());
+    let at = |t| check(&proofs, &[c], &o.did(), &a.did(), "/tree", t);
+    assert!(matches!(
+        at(49),
+        Err(VerifyError::TooEarly {
+            nbf: 50,
+            at: 49,
+            ..
+        })
+    ));
+    assert_eq!(at(50).unwrap().expiration(), Some(100));
+    at(99).unwrap();
+    assert!(matches!(
+        at(100),
+        Err(VerifyError::Expired {
+            exp: 100,
+            at: 100,
+            cid: Some(_)
+        })
+    ));
+}
+
+#[test]
+fn invalid_audience() {
+    let (o, a, b, c) = (key(1), key(2), key(3), key(4));
+    let mut proofs = Proofs::new();
+    let d1 = proofs.insert(simple(&o, &a, &o, "/tree").to_bytes().to_vec());
+    let d2 = proofs.insert(simple(&c, &b, &o, "/tree").to_bytes().to_vec());
+    assert!(matches!(
+        check(&proofs, &[d1, d2], &o.did(), &b.did(), "/tree", 0),
+        Err(VerifyError::InvalidAudience { .. })
+    ));
+    // Last audience is not the invoker.
+    assert!(matches!(
+        check(&proofs, &[d1], &o.did(), &b.did(), "/tree", 0),
+        Err(VerifyError::InvalidAudience { .. })
+    ));
+}
+
+#[test]
+fn invalid_subject() {
+    let (o, a, b, x) = (key(1), key(2), key(3), key(9));
+    let mut proofs = Proofs::new();
+    let d1 = proofs.insert(simple(&o, &a, &o, "/tree").to_bytes().to_vec());
+    let d2 = proofs.insert(simple(&a, &b, &x, "/tree").to_bytes().to_vec());
+    assert!(matches!(
+        check(&proofs, &[d1, d2], &o.did(), &b.did(), "/tree", 0),
+        Err(VerifyError::InvalidSubject { .. })
+    ));
+    // The request names another document.
+    assert!(matches!(
+        check(&proofs, &[d1], &x.did(), &a.did(), "/tree", 0),
+        Err(VerifyError::InvalidSubject { .. })
+    ));
+}
+
+#[test]
+fn invalid_signature() {
+    let (o, a) = (key(1), key(2));
+    let d = simple(&o, &a, &o, "/tree");
+    // Re-sign the same payload with another key but keep the issuer: the signature must fail.
+    let mut bytes = d.to_bytes().to_vec();
+    let forged = key(7).sign(d.signed_payload());
+    let at = bytes.windows(64).position(|w| w == d.signature()).unwrap();
+    bytes[at..at + 64].copy_from_slice(&forged);
+    let mut proofs = Proofs::new();
+    let c = proofs.insert(bytes);
+    let err = check(&proofs, &[c], &o.did(), &a.did(), "/tree", 0).unwrap_err();
+    assert_eq!(
+        err,
+        VerifyError::InvalidSignature {
+            cid: Some(c),
+            issuer: o.did()
+        }
+    );
+}
+
+#[test]
+fn match_error() {
+    let (o, a) = (key(1), key(2));
+    let folder = [5u8; 16];
+    let d = grant(Grant {
+        from: &o,
+        to: a.did(),
+        sub: Some(o.did()),
+        cmd: "/tree",
+        pol: subtree_policy(&folder, &[]),
+        exp: None,
+        nbf: None,
+    });
+    let mut proofs = Proofs::new();
+    let c = proofs.insert(d.to_bytes().to_vec());
+    let revs = Revocations::new();
+    let ctx = Context {
+        time: 0,
+        revocations: &revs,
+        op: None,
+    };
+    let mut v = Verifier::new();
+    let req = |node: &'static [u8; 16], anc: &'static [[u8; 16]]| (node, anc);
+    let (node, anc) = req(&[6u8; 16], &[[5u8; 16], [0u8; 16]]);
+    let (o_did, a_did) = (o.did(), a.did());
+    let ok = TreeRequest {
+        owner: &o_did,
+        actor: &a_did,
+        ability: Ability::WriteMove,
+        node,
+        ancestors: anc,
+    };
+    assert!(authorize(&mut v, &proofs, &[c], &ok, &ctx).is_allowed());
+    let outside = [[4u8; 16], [0u8; 16]];
+    let bad = TreeRequest {
+        ancestors: &outside,
+        ..ok
+    };
+    assert_eq!(
+        authorize(&mut v, &proofs, &[c], &bad, &ctx),
+        Decision::Deny {
+            reason: VerifyError::MatchError { cid: c }
+        }
+    );
+}
+
+#[test]
+fn too_deep_and_cycle() {
+    let keys: Vec<SecretKey> = (1..=11).map(key).collect();
+    let mut proofs = Proofs::new();
+    let owner = keys[0].did();
+    let chain: Vec<Cid> = (0..10)
+        .map(|i| {
+            proofs.insert(
+                simple(&keys[i], &keys[i + 1], &keys[0], "/tree")
+                    .to_bytes()
+                    .to_vec(),
+            )
+        })
+        .collect();
+    check(&proofs, &chain[..8], &owner, &keys[8].did(), "/tree", 0).unwrap();
+    assert_eq!(
+        check(&proofs, &chain[..9], &owner, &keys[9].did(), "/tree", 0).unwrap_err(),
+        VerifyError::TooDeep {
+            depth: 9,
+            max: MAX_CHAIN_DEPTH
+        }
+    );
+    // o -> a -> o -> a: the same delegation twice.
+    let (o, a) = (&keys[0], &keys[1]);
+    let d1 = proofs.insert(simple(o, a, o, "/tree").to_bytes().to_vec());
+    let d2 = proofs.insert(simple(a, o, o, "/tree").to_bytes().to_vec());
+    assert_eq!(
+        check(&proofs, &[d1, d2, d1], &o.did(), &a.did(), "/tree", 0).unwrap_err(),
+        VerifyError::Cycle { cid: d1 }
+    );
+}
+
+#[test]
+fn malformed_proof() {
+    let (o, a) = (key(1), key(2));
+    let mut proofs = Proofs::new();
+    let c = proofs.insert(vec![0x82, 0x40, 0xa0]);
+    assert!(matches!(
+        check(&proofs, &[c], &o.did(), &a.did(), "/tree", 0),
+        Err(VerifyError::MalformedProof { .. })
+    ));
+}
+
+#[test]
+fn cache_is_keyed_by_cid_and_skips_signatures() {
+    let (proofs, chain, [o, _, b]) = two_hop();
+    let revs = Revocations::new();
+    let command = cmd("/tree/write");
+    let args = empty_args();
+    let (od, bd) = (o.did(), b.did());
+    let req = Request {
+        subject: &od,
+        invoker: &bd,
+        command: &command,
+        args: &args,
+    };
+    let ctx = Context {
+        time: 0,
+        revocations: &revs,
+        op: None,
+    };
+    let mut v = Verifier::new();
+    v.check(&chain, &proofs, &req, &ctx).unwrap();
+    assert_eq!(v.cached(), 2);
+    // Cached delegations no longer need their bytes.
+    v.check(&chain, &Proofs::new(), &req, &ctx).unwrap();
+    v.clear();
+    assert!(matches!(
+        v.check(&chain, &Proofs::new(), &req, &ctx),
+        Err(VerifyError::UnavailableProof { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invocations
+
+#[test]
+fn invocation_round_trip_and_verify() {
+    let (proofs, chain, [o, _, b]) = two_hop();
+    let bytes = Invocation::issue(
+        &b,
+        InvocationFields {
+            subject: o.did(),
+            audience: None,
+            command: cmd("/tree/write/create"),
+            args: Default::default(),
+            proofs: chain.clone(),
+            expiration: Some(1000),
+            issued_at: Some(5),
+        },
+        &mut TestRng(3),
+    );
+    let inv = Invocation::decode(&bytes).unwrap();
+    assert_eq!(inv.proofs(), chain.as_slice());
+    assert_eq!(inv.issued_at(), Some(5));
+    let revs = Revocations::new();
+    let ctx = |time| Context {
+        time,
+        revocations: &revs,
+        op: None,
+    };
+    Verifier::new()
+        .verify_invocation(&inv, &proofs, &ctx(10))
+        .unwrap();
+    assert!(matches!(
+        Verifier::new().verify_invocation(&inv, &proofs, &ctx(1000)),
+        Err(VerifyError::Expired { cid: None, .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Revocation
+
+#[test]
+fn revocation_cutoffs_and_authority() {
+    let (proofs, chain, [o, a, b]) = two_hop();
+    let replica = *b.did().public_key();
+    let command = cmd("/tree/write");
+    let args = empty_args();
+    let (od, bd) = (o.did(), b.did());
+    let req = Request {
+        subject: &od,
+        invoker: &bd,
+        command: &command,
+        args: &args,
+    };
+    let run = |revs: &Revocations, seq: Option<u64>| {
+        Verifier::new().check(
+            &chain,
+            &proofs,
+            &req,
+            &Context {
+                time: 0,
+                revocations: revs,
+                op: seq.map(|seq| OpRef { replica, seq }),
+            },
+        )
+    };
+    // Alice revokes her delegation to Bob after Bob's op 3.
+    let rev = Revocation::issue(
+        &a,
+        chain[1],
+        BTreeMap::from([(replica, 3)]),
+        BTreeSet::new(),
+    );
+    let back = Revocation::decode(rev.to_bytes()).unwrap();
+    assert_eq!(back.cutoff(&replica), 3);
+    assert_eq!(back.cid(), rev.cid());
+    let mut revs = Revocations::new();
+    revs.insert(back);
+    run(&revs, Some(3)).unwrap();
+    assert_eq!(
+        run(&revs, Some(4)).unwrap_err(),
+        VerifyError::Revoked {
+            cid: chain[1],
+            revoker: a.did()
+        }
+    );
+    assert!(matches!(run(&revs, None), Err(VerifyError::Revoked { .. })));
+    // A stranger's revocation does not count; the owner's does (issuer above in the chain).
+    let mut revs = Revocations::new();
+    revs.insert(Revocation::issue(
+        &key(9),
+        chain[1],
+        BTreeMap::new(),
+        BTreeSet::new(),
+    ));
+    run(&revs, Some(1)).unwrap();
+    revs.insert(Revocation::issue(
+        &o,
+        chain[1],
+        BTreeMap::new(),
+        BTreeSet::new(),
+    ));
+    assert!(matches!(
+        run(&revs, Some(1)),
+        Err(VerifyError::Revoked { .. })
+    ));
+    // Bob cannot revoke Alice's root grant to himself... but as audience of chain[1] he may renounce it.
+    let mut revs = Revocations::new();
+    revs.insert(Revocation::issue(
+        &b,
+        chain[0],
+        BTreeMap::new(),
+        BTreeSet::new(),
+    ));
+    run(&revs, Some(1)).unwrap();
+    revs.insert(Revocation::issue(
+        &b,
+        chain[1],
+        BTreeMap::new(),
+        BTreeSet::new(),
+    ));
+    assert!(matches!(
+        run(&revs, Some(1)),
+        Err(VerifyError::Revoked { .. })
+    ));
+    // `keep` exempts the chain through a listed child delegation.
+    let mut revs = Revocations::new();
+    revs.insert(Revocation::issue(
+        &o,
+        chain[0],
+        BTreeMap::new(),
+        BTreeSet::from([chain[1]]),
+    ));
+    run(&revs, None).unwrap();
+}
+
+#[test]
+fn revocation_rejects_forgery() {
+    let rev = Revocation::issue(
+        &key(1),
+        cid_of(b"x"),
+        BTreeMap::from([([1; 32], 5)]),
+        BTreeSet::new(),
+    );
+    let mut bytes = rev.to_bytes().to_vec();
+    let at = bytes.len() - 1;
+    bytes[at] ^= 1; // flip a bit inside the payload
+    assert!(Revocation::decode(&bytes).is_err());
+    assert!(matches!(
+        Revocation::decode(simple(&key(1), &key(2), &key(1), "/tree").to_bytes()),
+        Err(RevocationError::Decode(DecodeError::WrongTag { .. }))
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Share links
+
+fn share_setup() -> (SecretKey, SecretKey, SecretKey, ShareLink, Proofs, Vec<Cid>) {
+    let (o, a, claimer) = (key(1), key(2), key(3));
+    // Owner -> Alice (write on folder 5), Alice shares read on the folder via a link.
+    let folder = [5u8; 16];
+    let root = grant(Grant {
+        from: &o,
+        to: a.did(),
+        sub: Some(o.did()),
+        cmd: "/tree",
+        pol: subtree_policy(&folder, &[]),
+        exp: None,
+        nbf: None,
+    });
+    let link = ShareLink::create(
+        &a,
+        o.did(),
+        vec![root.to_bytes().to_vec()],
+        cmd("/tree/read"),
+        subtree_policy(&folder, &[]),
+        1000,
+        &mut TestRng(9),
+    );
+    let url = link.to_url("https://canopy.example/doc/1");
+    assert!(url.starts_with("https://canopy.example/doc/1#canopy-share-v1."));
+    let parsed = ShareLink::parse(&url).unwrap();
+    assert_eq!(parsed.delegation().cid(), link.delegation().cid());
+    assert_eq!(parsed.ephemeral(), link.ephemeral());
+    let claimed = parsed
+        .claim(&claimer.did(), Some(&o.did()), 10, &mut TestRng(10))
+        .unwrap();
+    let mut proofs = Proofs::new();
+    let chain: Vec<Cid> = claimed
+        .chain
+        .iter()
+        .map(|b| proofs.insert(b.clone()))
+        .collect();
+    assert_eq!(chain.len(), 3);
+    (o, a, claimer, parsed, proofs, chain)
+}
+
+#[test]
+fn share_link_round_trip_single_use() {
+    let (o, _a, claimer, link, mut proofs, chain) = share_setup();
+    let (od, cd) = (o.did(), claimer.did());
+    let node = [6u8; 16];
+    let anc = [[5u8; 16], [0u8; 16]];
+    let req = TreeRequest {
+        owner: &od,
+        actor: &cd,
+        ability: Ability::ReadPayload,
+        node: &node,
+        ancestors: &anc,
+    };
+    let no_revs = Revocations::new();
+    fn ctx(revs: &Revocations) -> Context<'_> {
+        Context {
+            time: 20,
+            revocations: revs,
+            op: None,
+        }
+    }
+    assert!(authorize(&mut Verifier::new(), &proofs, &chain, &req, &ctx(&no_revs)).is_allowed());
+    // Writing is not granted by the link.
+    let write = TreeRequest {
+        ability: Ability::WriteCreate,
+        ..req
+    };
+    assert!(!authorize(
+        &mut Verifier::new(),
+        &proofs,
+        &chain,
+        &write,
+        &ctx(&no_revs)
+    )
+    .is_allowed());
+
+    // Claim once more for a second person: with both claims' revocations known, both lose
+    // (the link is single-use); with only the first claim's, only the second claimer loses.
+    let first = link
+        .claim(&claimer.did(), Some(&o.did()), 11, &mut TestRng(12))
+        .unwrap();
+    let second_key = key(4);
+    let second = link
+        .claim(&second_key.did(), Some(&o.did()), 11, &mut TestRng(13))
+        .unwrap();
+    let chain1: Vec<Cid> = first
+        .chain
+        .iter()
+        .map(|b| proofs.insert(b.clone()))
+        .collect();
+    let chain2: Vec<Cid> = second
+        .chain
+        .iter()
+        .map(|b| proofs.insert(b.clone()))
+        .collect();
+    let mut revs = Revocations::new();
+    revs.insert(first.revocation.clone());
+    assert!(authorize(&mut Verifier::new(), &proofs, &chain1, &req, &ctx(&revs)).is_allowed());
+    let sd = second_key.did();
+    let req2 = TreeRequest { actor: &sd, ..req };
+    assert!(matches!(
+        authorize(&mut Verifier::new(), &proofs, &chain2, &req2, &ctx(&revs)),
+        Decision::Deny {
+            reason: VerifyError::Revoked { .. }
+        }
+    ));
+    revs.insert(second.revocation);
+    assert!(!authorize(&mut Verifier::new(), &proofs, &chain1, &req, &ctx(&revs)).is_allowed());
+}
+
+#[test]
+fn share_link_failures() {
+    let (o, a, claimer, link, _, _) = share_setup();
+    let url = link.to_url("canopy://share");
+    // Expired.
+    assert_eq!(
+        link.claim(&claimer.did(), None, 1000, &mut TestRng(1))
+            .unwrap_err(),
+        ShareError::Expired {
+            exp: 1000,
+            now: 1000
+        }
+    );
+    // Foreign document.
+    assert!(matches!(
+        link.claim(&claimer.did(), Some(&a.did()), 10, &mut TestRng(1)),
+        Err(ShareError::ForeignDocument { .. })
+    ));
+    // Not a link.
+    assert_eq!(
+        ShareLink::parse("https://x/y").unwrap_err(),
+        ShareError::NotAShareLink
+    );
+    assert_eq!(
+        ShareLink::parse("https://x/y#canopy-share-v1.!!").unwrap_err(),
+        ShareError::Base64
+    );
+    // Tampering with any character of the fragment never yields a different valid link.
+    let (base, frag) = url.split_once('#').unwrap();
+    let mut rejected = 0;
+    for i in (16..frag.len()).step_by(7) {
+        let mut chars: Vec<char> = frag.chars().collect();
+        chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+        let tampered = format!("{base}#{}", chars.iter().collect::<String>());
+        match ShareLink::parse(&tampered) {
+            Err(_) => rejected += 1,
+            Ok(l) => {
+                // Only bits of the secret key or signature-free padding changed: then the link's
+                // delegation no longer matches its key or its claim fails.
+                assert!(
+                    l.claim(&claimer.did(), Some(&o.did()), 10, &mut TestRng(1))
+                        .is_err()
+                        || l.delegation().cid() == link.delegation().cid()
+                );
+            }
+        }
+    }
+    assert!(rejected > 0);
+    // A link whose key was swapped for another key: ForeignKey.
+    let other = ShareLink::create(
+        &a,
+        o.did(),
+        link.proofs().to_vec(),
+        cmd("/tree/read"),
+        Policy::default(),
+        1000,
+        &mut TestRng(77),
+    );
+    let url2 = other.to_url("canopy://share");
+    let spliced = splice_key(&url, &url2);
+    assert!(matches!(
+        ShareLink::parse(&spliced),
+        Err(ShareError::ForeignKey { .. })
+    ));
+    // A link whose chain is broken (the proof is not the issuer's): Chain error on claim.
+    let stranger = ShareLink::create(
+        &key(8),
+        o.did(),
+        link.proofs().to_vec(),
+        cmd("/tree/read"),
+        Policy::default(),
+        1000,
+        &mut TestRng(78),
+    );
+    assert!(matches!(
+        stranger.claim(&claimer.did(), Some(&o.did()), 10, &mut TestRng(1)),
+        Err(ShareError::Chain(VerifyError::InvalidAudience { .. }))
+    ));
+}
+
+/// Takes the delegation of link `a` and the key of link `b`.
+fn splice_key(a: &str, b: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let payload = |u: &str| {
+        let frag = u.split_once("#canopy-share-v1.").unwrap().1;
+        let bytes = URL_SAFE_NO_PAD.decode(frag).unwrap();
+        serde_ipld_dagcbor::from_slice::<BTreeMap<String, Ipld>>(&bytes).unwrap()
+    };
+    let mut pa = payload(a);
+    let pb = payload(b);
+    pa.insert("key".into(), pb["key"].clone());
+    let bytes = serde_ipld_dagcbor::to_vec(&pa).unwrap();
+    format!(
+        "canopy://share#canopy-share-v1.{}",
+        URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Properties
+
+fn arb_policy() -> impl Strategy<Value = (Option<u8>, Vec<u8>)> {
+    // (subtree root among nodes 1..=6 or whole tree, excluded nodes)
+    (
+        proptest::option::of(1u8..=6),
+        proptest::collection::vec(1u8..=6, 0..2),
+    )
+}
+
+fn node(n: u8) -> [u8; 16] {
+    [n; 16]
+}
+
+/// A fixed tree: 0 = ROOT; 1,2 under ROOT; 3,4 under 1; 5 under 3; 6 under 2.
+fn ancestors_of(n: u8) -> Vec<[u8; 16]> {
+    let parent = |n: u8| match n {
+        1 | 2 => Some(0),
+        3 | 4 => Some(1),
+        5 => Some(3),
+        6 => Some(2),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    let mut cur = parent(n);
+    while let Some(p) = cur {
+        out.push(node(p));
+        cur = parent(p);
+    }
+    out
+}
+
+fn to_policy((root, excl): &(Option<u8>, Vec<u8>)) -> Policy {
+    let excluded: Vec<_> = excl.iter().map(|n| node(*n)).collect();
+    subtree_policy(&node(root.unwrap_or(0)), &excluded)
+}
+
+const CMDS: [&str; 6] = [
+    "/",
+    "/tree",
+    "/tree/read",
+    "/tree/write",
+    "/tree/write/move",
+    "/tree/read/payload",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Attenuation: whatever a two-delegation chain allows, its first delegation alone allows too
+    /// (a delegation never grants more than its proof).
+    #[test]
+    fn attenuation(p0 in arb_policy(), p1 in arb_policy(), c0 in 0usize..6, c1 in 0usize..6, ability in 0usize..9, target in 0u8..=6, e0 in proptest::option::of(1u64..100), e1 in proptest::option::of(1u64..100), t in 0u64..100) {
+        let (o, a, b) = (key(1), key(2), key(3));
+        let d0 = grant(Grant { from: &o, to: a.did(), sub: Some(o.did()), cmd: CMDS[c0], pol: to_policy(&p0), exp: e0, nbf: None });
+        let d1 = grant(Grant { from: &a, to: b.did(), sub: Some(o.did()), cmd: CMDS[c1], pol: to_policy(&p1), exp: e1, nbf: None });
+        let mut proofs = Proofs::new();
+        let (k0, k1) = (proofs.insert(d0.to_bytes().to_vec()), proofs.insert(d1.to_bytes().to_vec()));
+        let revs = Revocations::new();
+        let ctx = Context { time: t, revocations: &revs, op: None };
+        let anc = ancestors_of(target);
+        let n = node(target);
+        let (od, ad, bd) = (o.did(), a.did(), b.did());
+        let ab = ABILITIES[ability];
+        let via_chain = authorize(&mut Verifier::new(), &proofs, &[k0, k1], &TreeRequest { owner: &od, actor: &bd, ability: ab, node: &n, ancestors: &anc }, &ctx);
+        let via_proof = authorize(&mut Verifier::new(), &proofs, &[k0], &TreeRequest { owner: &od, actor: &ad, ability: ab, node: &n, ancestors: &anc }, &ctx);
+        if via_chain.is_allowed() {
+            prop_assert!(via_proof.is_allowed(), "{via_chain:?} but proof alone: {via_proof:?}");
+        }
+        // And the leaf's own constraints bind too: the chain allows only what d1 alone would.
+        if via_chain.is_allowed() {
+            prop_assert!(CMDS[c1].parse::<Command>().unwrap().proves(&ab.command()));
+            prop_assert!(to_policy(&p1).matches(&tree_args(&n, &anc)));
+        }
+    }
+
+    /// Delegations round-trip: issue → bytes → decode gives the same fields, bytes and CID.
+    #[test]
+    fn delegation_round_trip(p in arb_policy(), c in 0usize..6, exp in proptest::option::of(0u64..(1u64 << 53)), nbf in proptest::option::of(0u64..(1u64 << 53)), powerline in any::<bool>(), seed in 1u64..u64::MAX) {
+        let (o, a) = (key(1), key(2));
+        let d = Delegation::issue(&o, DelegationFields {
+            audience: a.did(),
+            subject: if powerline { None } else { Some(o.did()) },
+            command: cmd(CMDS[c]),
+            policy: to_policy(&p),
+            expiration: exp,
+            not_before: nbf,
+            meta: Some(BTreeMap::from([("k".to_owned(), Ipld::Integer(seed as i128))])),
+        }, &mut TestRng(seed));
+        let back = Delegation::decode(d.to_bytes()).unwrap();
+        prop_assert_eq!(back.cid(), d.cid());
+        prop_assert_eq!(back.cid(), cid_of(d.to_bytes()));
+        prop_assert!(back.signature_valid());
+        prop_assert_eq!(back.policy(), &to_policy(&p));
+        prop_assert_eq!(back.expiration(), exp);
+        prop_assert_eq!(back.not_before(), nbf);
+        prop_assert_eq!(back.subject().copied(), if powerline { None } else { Some(o.did()) });
+        prop_assert_eq!(back.command().as_str(), CMDS[c]);
+    }
+
+    /// Random bytes into every decoder: typed errors, never a panic.
+    #[test]
+    fn random_bytes_into_every_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = Delegation::decode(&bytes);
+        let _ = Invocation::decode(&bytes);
+        let _ = Revocation::decode(&bytes);
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = ShareLink::parse(&format!("x#canopy-share-v1.{text}"));
+        let _ = text.parse::<Did>();
+        let _ = text.parse::<Command>();
+        let _ = Selector::parse(&text);
+        let _ = SecretKey::from_key_file(&text);
+        let _ = SecretKey::from_multicodec_base64(&text);
+        let _ = fixtures::parse_lenient_json(&text);
+        let _ = fixtures::run(&text, 0);
+    }
+
+    /// Mutating one byte of a valid token: decoding fails or the signature/CID tells it apart.
+    #[test]
+    fn mutated_tokens_are_rejected(pos in any::<prop::sample::Index>(), bit in 0u8..8) {
+        let d = simple(&key(1), &key(2), &key(1), "/tree/write");
+        let mut bytes = d.to_bytes().to_vec();
+        let i = pos.index(bytes.len());
+        bytes[i] ^= 1 << bit;
+        if let Ok(m) = Delegation::decode(&bytes) {
+            prop_assert!(!m.signature_valid(), "a one-bit change kept a valid signature");
+        }
+    }
+
+    /// Random share-link payloads (well-formed base64 of random CBOR-ish bytes) never panic.
+    #[test]
+    fn random_share_payloads(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        use base64::Engine as _;
+        let url = format!("x#canopy-share-v1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes));
+        let _ = ShareLink::parse(&url);
+    }
 }
