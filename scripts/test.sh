@@ -4,6 +4,7 @@
 #
 # Phases: system packages -> fmt check -> native workspace tests (+ doc tests) -> wasm toolchain setup
 #         -> wasm32 build of canopy-tree + the Node smoke test (tree/wasm-smoke)
+#         -> the same with canopy-tree's `sqlite` feature (SqliteStore on SQLite compiled to wasm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T0=$(date +%s)
@@ -43,8 +44,15 @@ scripts/setup-wasm.sh
 phase "wasm: build canopy-tree + smoke module for wasm32-unknown-unknown"
 WASM_OUT=$(scripts/wasm-build.sh -p canopy-tree -p canopy-wasm-smoke | tail -1)
 
-phase "wasm: smoke test under Node"
+phase "wasm: smoke test under Node (MemoryStore)"
 node tree/wasm-smoke/smoke.mjs "$WASM_OUT/canopy_wasm_smoke.wasm"
+
+phase "wasm: build canopy-tree --features sqlite (rusqlite on sqlite-wasm-rs, SQLite's C by clang-19) + smoke"
+WASM_OUT=$(scripts/wasm-build.sh -p canopy-tree -p canopy-wasm-smoke \
+  --features canopy-tree/sqlite,canopy-wasm-smoke/sqlite | tail -1)
+
+phase "wasm: smoke test under Node (MemoryStore + SqliteStore in wasm)"
+node tree/wasm-smoke/smoke.mjs "$WASM_OUT/canopy_wasm_smoke.wasm" --sqlite
 
 phase "done"
 echo "=== phase timings"

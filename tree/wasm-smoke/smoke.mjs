@@ -1,16 +1,30 @@
-// Runs the canopy-tree wasm smoke test under Node: node tree/wasm-smoke/smoke.mjs <canopy_wasm_smoke.wasm>
-// Instantiates the module with no imports, drives the real canopy_tree API through the plain
-// extern "C" exports of tree/wasm-smoke/src/lib.rs and asserts concrete results. Exits 1 on any failure
-// (a failed assertion, a trap such as a Rust panic, or a missing export).
+// Runs the canopy-tree wasm smoke test under Node:
+//   node tree/wasm-smoke/smoke.mjs <canopy_wasm_smoke.wasm> [--sqlite]
+// Instantiates the module, drives the real canopy_tree API through the plain extern "C" exports of
+// tree/wasm-smoke/src (see its crate docs for the calling convention) and asserts concrete results:
+// child order, counts, payload bytes, skipped cycles, delete/restore, late ops, convergence,
+// check_invariants(). The tree scenarios run on every store the module has (MemoryStore; with the
+// crate's `sqlite` feature also SqliteStore on SQLite compiled to wasm); --sqlite makes a module without
+// SQLite a failure. Exits 1 on any failure (a failed assertion, a trap such as a Rust panic, a missing
+// export).
 import fs from 'node:fs';
 import assert from 'node:assert/strict';
+import { sqliteHost } from './sqlite-host.mjs';
 
-const file = process.argv[2];
+const args = process.argv.slice(2);
+const file = args.find((a) => !a.startsWith('--'));
+const requireSqlite = args.includes('--sqlite');
 if (!file) {
-  console.error('usage: node smoke.mjs <canopy_wasm_smoke.wasm>');
+  console.error('usage: node smoke.mjs <canopy_wasm_smoke.wasm> [--sqlite]');
   process.exit(2);
 }
-const { instance } = await WebAssembly.instantiate(fs.readFileSync(file), {});
+const module = new WebAssembly.Module(fs.readFileSync(file));
+let instance;
+// SQLite's host services are imports of "env" (only in a module built with the `sqlite` feature)
+const imports = WebAssembly.Module.imports(module).length
+  ? { env: sqliteHost(() => instance.exports.memory) }
+  : {};
+instance = new WebAssembly.Instance(module, imports);
 const x = instance.exports;
 const OK = 0, LIB_ERROR = 1, BAD_INPUT = -1;
 const enc = new TextEncoder(), dec = new TextDecoder();
@@ -25,10 +39,15 @@ function out() {
   return new Uint8Array(x.memory.buffer, x.smoke_output_ptr(), x.smoke_output_len()).slice();
 }
 const outStr = () => dec.decode(out());
-const u32s = (...pairs) => {
-  const b = new Uint8Array(pairs.length * 4);
+const outU32s = () => {
+  const b = out();
   const v = new DataView(b.buffer);
-  pairs.forEach((n, i) => v.setUint32(i * 4, n, true));
+  return Array.from({ length: b.length / 4 }, (_, i) => v.getUint32(i * 4, true));
+};
+const u32s = (...values) => {
+  const b = new Uint8Array(values.length * 4);
+  const v = new DataView(b.buffer);
+  values.forEach((n, i) => v.setUint32(i * 4, n, true));
   return b;
 };
 
@@ -96,6 +115,249 @@ check('version vector coverage', () => {
   put(new Uint8Array(7));
   assert.equal(x.smoke_version_vector_covers(1, 1n), BAD_INPUT);
 });
+
+
+// --- the tree ---------------------------------------------------------------------------------------
+const ROOT = 0, TRASH = 1;
+const FIRST = 0, LAST = 1, AFTER = 2, BEFORE = 3;
+const MEMORY = 0, SQLITE = 1;
+
+/** Calls an export that must succeed; returns its output as u32s. */
+function ok(name, ...a) {
+  const st = x[name](...a);
+  assert.equal(st, OK, `${name}(${a}) -> ${st}: ${outStr()}`);
+  return outU32s();
+}
+/** Calls an export that must fail with a typed library error; returns the error's Debug text. */
+function libErr(name, ...a) {
+  const st = x[name](...a);
+  assert.equal(st, LIB_ERROR, `${name}(${a}) should fail, got ${st}`);
+  return outStr();
+}
+const T = {
+  replica: (store, byte) => ok('smoke_replica_new', store, byte)[0],
+  create(h, parent, place = LAST, sibling = 0, payload = undefined) {
+    if (payload !== undefined) put(payload);
+    return ok('smoke_create', h, parent, place, sibling, payload === undefined ? 0 : 1)[0];
+  },
+  move: (h, node, parent, place = LAST, sibling = 0) => ok('smoke_move', h, node, parent, place, sibling),
+  del: (h, node) => ok('smoke_delete', h, node),
+  restore: (h, node, parent, place = LAST, sibling = 0) => ok('smoke_restore', h, node, parent, place, sibling),
+  setPayload(h, node, bytes) {
+    put(bytes);
+    return ok('smoke_set_payload', h, node);
+  },
+  children: (h, parent) => ok('smoke_children', h, parent),
+  parent: (h, node) => ok('smoke_parent', h, node)[0], // undefined: none
+  payload(h, node) {
+    ok('smoke_payload', h, node);
+    const b = out();
+    return b.length === 0 ? null : b.slice(1);
+  },
+  state(h, node) {
+    const [deleted, exists, depth] = ok('smoke_node_state', h, node);
+    return { deleted: !!deleted, exists: !!exists, depth };
+  },
+  counts(h) {
+    const [nodes, root, trash] = ok('smoke_counts', h);
+    return { nodes, root, trash };
+  },
+  events() {
+    ok('smoke_events');
+    return outStr().trim().split('\n').filter(Boolean);
+  },
+  sent: (h) => ok('smoke_sent_count', h)[0],
+  /** Delivers ops [start, start+count) made by `from` to `to`; returns the outcome counts. */
+  deliver(from, to, { start = 0, count = undefined, reversed = false } = {}) {
+    const n = count ?? T.sent(from) - start;
+    ok('smoke_deliver', from, to, start, n, reversed ? 1 : 0);
+    return Object.fromEntries(outStr().trim().split(' ').map((kv) => kv.split('=')).map(([k, v]) => [k, +v]));
+  },
+  dump(h) {
+    ok('smoke_dump', h);
+    return outStr();
+  },
+  check: (h) => ok('smoke_check', h),
+};
+const bytes = (s) => enc.encode(s);
+
+function treeScenarios(store, label) {
+  const tag = (name) => `[${label}] ${name}`;
+  let A, B, C, a, b, c, d, e;
+  check(tag('create: sibling order, payloads, counts, events'), () => {
+    x.smoke_reset();
+    A = T.replica(store, 1);
+    a = T.create(A, ROOT, LAST, 0, bytes('a'));
+    b = T.create(A, ROOT, LAST);
+    c = T.create(A, ROOT, FIRST);
+    d = T.create(A, ROOT, AFTER, a, new Uint8Array([0, 255, 7]));
+    assert.deepEqual(T.events(), [`Created ${d}`, `PayloadChanged ${d}`]);
+    e = T.create(A, ROOT, BEFORE, c);
+    assert.deepEqual(T.children(A, ROOT), [e, c, a, d, b]);
+    assert.deepEqual(T.counts(A), { nodes: 5, root: 5, trash: 0 });
+    assert.deepEqual(T.payload(A, a), bytes('a'));
+    assert.deepEqual(T.payload(A, d), new Uint8Array([0, 255, 7]));
+    assert.equal(T.payload(A, b), null);
+    assert.equal(T.parent(A, a), ROOT);
+    assert.equal(T.parent(A, ROOT), undefined);
+    assert.deepEqual(T.state(A, a), { deleted: false, exists: true, depth: 1 });
+    T.check(A);
+  });
+  check(tag('move; a local cycle is a typed error that changes nothing'), () => {
+    T.move(A, a, b);
+    assert.deepEqual(T.events(), [`Moved ${a}`]);
+    T.move(A, d, b, FIRST);
+    assert.deepEqual(T.children(A, b), [d, a]);
+    assert.deepEqual(T.children(A, ROOT), [e, c, b]);
+    assert.equal(T.parent(A, a), b);
+    assert.deepEqual(T.state(A, a), { deleted: false, exists: true, depth: 2 });
+    const before = T.dump(A);
+    assert.match(libErr('smoke_move', A, b, a, LAST, 0), /^Cycle/);
+    assert.match(libErr('smoke_move', A, b, b, LAST, 0), /^Cycle/);
+    assert.match(libErr('smoke_move', A, ROOT, a, LAST, 0), /^Reserved/);
+    assert.match(libErr('smoke_move', A, a, ROOT, AFTER, d), /^SiblingNotUnder/);
+    assert.equal(T.dump(A), before, 'refused moves change nothing');
+    T.check(A);
+  });
+  check(tag('payload: last writer wins, empty payload is not "none"'), () => {
+    const big = Uint8Array.from({ length: 1000 }, (_, i) => (i * 7) & 255);
+    T.setPayload(A, b, big);
+    assert.deepEqual(T.events(), [`PayloadChanged ${b}`]);
+    assert.deepEqual(T.payload(A, b), big);
+    T.setPayload(A, b, new Uint8Array(0));
+    assert.deepEqual(T.payload(A, b), new Uint8Array(0));
+    T.setPayload(A, b, bytes('final'));
+    assert.deepEqual(T.payload(A, b), bytes('final'));
+  });
+  check(tag('delete moves a subtree to TRASH; restore brings it back'), () => {
+    T.del(A, b);
+    assert.deepEqual(T.events(), [`Deleted ${b}`]);
+    assert.equal(T.parent(A, b), TRASH);
+    assert.deepEqual(T.state(A, b), { deleted: true, exists: true, depth: 1 });
+    assert.deepEqual(T.state(A, a), { deleted: true, exists: true, depth: 2 }, 'children are deleted with it');
+    assert.deepEqual(T.children(A, ROOT), [e, c]);
+    assert.deepEqual(T.counts(A), { nodes: 5, root: 2, trash: 1 });
+    assert.match(libErr('smoke_move', A, a, ROOT, LAST, 0), /^InTrash/);
+    assert.match(libErr('smoke_restore', A, c, ROOT, LAST, 0), /^NotInTrash/);
+    T.restore(A, b, ROOT, FIRST);
+    assert.deepEqual(T.events(), [`Restored ${b}`]);
+    assert.deepEqual(T.children(A, ROOT), [b, e, c]);
+    assert.deepEqual(T.children(A, b), [d, a], 'the subtree comes back whole');
+    assert.deepEqual(T.state(A, a), { deleted: false, exists: true, depth: 2 });
+    assert.deepEqual(T.payload(A, b), bytes('final'));
+    assert.deepEqual(T.counts(A), { nodes: 5, root: 3, trash: 0 });
+    T.check(A);
+  });
+  check(tag('wire delivery out of order and with duplicates converges'), () => {
+    B = T.replica(store, 2);
+    const n = T.sent(A);
+    assert.equal(n, 12, '5 creates, 2 moves, 3 payload writes, 1 delete, 1 restore');
+    const r = T.deliver(A, B, { reversed: true });
+    assert.equal(r.rejected, 0);
+    assert.equal(T.dump(B), T.dump(A));
+    const again = T.deliver(A, B, { start: 3, count: 4 });
+    assert.equal(again.duplicate, 4, 'duplicates are ignored');
+    assert.equal(again.events, 0);
+    T.check(B);
+  });
+  check(tag('concurrent moves that would make a cycle: exactly one is skipped, replicas agree'), () => {
+    // A moves e under c while B moves c under e
+    const [sa, sb] = [T.sent(A), T.sent(B)];
+    T.move(A, e, c);
+    T.move(B, c, e);
+    const atB = T.deliver(A, B, { start: sa });
+    const atA = T.deliver(B, A, { start: sb });
+    assert.equal(atA.skipped_cycle + atB.skipped_cycle, 1, JSON.stringify({ atA, atB }));
+    assert.equal(T.dump(A), T.dump(B));
+    const pe = T.parent(A, e), pc = T.parent(A, c);
+    assert.ok((pe === c && pc === ROOT) || (pc === e && pe === ROOT), `one move won: e->${pe} c->${pc}`);
+    T.check(A);
+    T.check(B);
+  });
+  check(tag('a late op (older than everything applied) is applied by undo/redo'), () => {
+    // D has seen nothing: its ops have the smallest Lamport timestamps of all
+    const D = T.replica(store, 4);
+    const late = T.create(D, ROOT, LAST, 0, bytes('late'));
+    T.setPayload(D, late, bytes('late2'));
+    C = T.replica(store, 3);
+    T.deliver(B, C, { reversed: true });
+    T.deliver(A, C);
+    const before = T.counts(C).nodes;
+    const r = T.deliver(D, C);
+    assert.equal(r.applied, 2, JSON.stringify(r));
+    assert.ok(T.children(C, ROOT).includes(late));
+    assert.deepEqual(T.payload(C, late), bytes('late2'));
+    assert.equal(T.counts(C).nodes, before + 1);
+    for (const h of [A, B]) T.deliver(D, h);
+    T.deliver(B, A);
+    T.deliver(A, B);
+    assert.equal(T.dump(A), T.dump(C));
+    assert.equal(T.dump(B), T.dump(C));
+    for (const h of [A, B, C, D]) T.check(h);
+  });
+  check(tag('a delete that had not seen a concurrent insert does not hide it'), () => {
+    const [sa, sb] = [T.sent(A), T.sent(B)];
+    T.del(A, b);
+    const fresh = T.create(B, b, LAST, 0, bytes('new'));
+    T.deliver(A, B, { start: sa });
+    T.deliver(B, A, { start: sb });
+    for (const h of [A, B]) {
+      assert.equal(T.state(h, b).deleted, false);
+      assert.ok(T.children(h, b).includes(fresh));
+      T.check(h);
+    }
+    assert.equal(T.dump(A), T.dump(B));
+  });
+  check(tag('bad handles and references are rejected without trapping'), () => {
+    assert.equal(x.smoke_create(99, ROOT, LAST, 0, 0), BAD_INPUT);
+    assert.equal(x.smoke_create(A, 12345, LAST, 0, 0), BAD_INPUT);
+    assert.equal(x.smoke_create(A, ROOT, 9, 0, 0), BAD_INPUT);
+    assert.equal(x.smoke_deliver(A, B, 0, 100000, 0), BAD_INPUT);
+    assert.equal(x.smoke_replica_new(77, 1), BAD_INPUT);
+    for (const h of [A, B, C]) T.check(h);
+  });
+}
+
+const kinds = x.smoke_store_kinds();
+check('module has the stores asked for', () => {
+  assert.ok(kinds & 1, 'MemoryStore');
+  if (requireSqlite) assert.ok(kinds & 2, 'SqliteStore (build with --features sqlite)');
+});
+treeScenarios(MEMORY, 'memory');
+if (kinds & 2) {
+  treeScenarios(SQLITE, 'sqlite');
+  check('[mixed] a SqliteStore replica and a MemoryStore replica converge to the same tree', () => {
+    x.smoke_reset();
+    const S = T.replica(SQLITE, 1), M = T.replica(MEMORY, 2);
+    const known = { [S]: [ROOT], [M]: [ROOT] }; // nodes each replica has seen
+    let seed = 12345, created = 0, moved = 0;
+    const rnd = (n) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+    for (let i = 0; i < 80; i++) {
+      const h = i % 2 ? S : M;
+      const k = known[h];
+      if (k.length < 3 || rnd(3) === 0) {
+        k.push(T.create(h, k[rnd(k.length)], rnd(2), 0, bytes(`n${i}`)));
+        created++;
+      } else if (x.smoke_move(h, k[1 + rnd(k.length - 1)], k[rnd(k.length)], rnd(2), 0) === OK) {
+        moved++; // a move into the node's own subtree is refused locally (LIB_ERROR): fine here
+      }
+      if (rnd(4) === 0) {
+        T.deliver(S, M);
+        T.deliver(M, S);
+        const all = [...new Set([...known[S], ...known[M]])];
+        known[S] = [...all];
+        known[M] = [...all];
+      }
+    }
+    T.deliver(S, M);
+    T.deliver(M, S);
+    assert.equal(T.dump(S), T.dump(M));
+    assert.equal(T.counts(S).nodes, created);
+    assert.ok(created >= 10 && moved >= 10, `created ${created}, moved ${moved}`);
+    T.check(S);
+    T.check(M);
+  });
+}
 
 // --- summary --------------------------------------------------------------------------------------------
 const failed = results.filter(([, s]) => s !== 'ok');
