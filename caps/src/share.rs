@@ -31,7 +31,7 @@ pub enum ShareError {
     #[error("share link fragment is not valid base64url")]
     Base64,
     /// The payload or one of its tokens does not decode.
-    #[error("share link payload: {0}")]
+    #[error("share link payload does not decode")]
     Decode(#[from] DecodeError),
     /// The delegation in the link is not addressed to the key in the link (tampered or spliced).
     #[error("the link's delegation is addressed to {audience}, not to the link's key {key}")]
@@ -53,7 +53,7 @@ pub enum ShareError {
         now: u64,
     },
     /// The link is for another document (its subject is not the expected owner).
-    #[error("the link is for the document of {found:?}, expected {expected}")]
+    #[error("the link is for the document of {}, expected {expected}", found.map_or_else(|| "any subject (powerline)".to_owned(), |d| d.to_string()))]
     ForeignDocument {
         /// The expected owner.
         expected: Did,
