@@ -11,15 +11,18 @@ use crate::op::{Op, VersionVector};
 use crate::position::Position;
 use crate::store::{Child, Effect, LogEntry, PayloadRecord, Placement, Store, Undo};
 
-/// One write, recorded inside a transaction so `rollback` can reverse it.
+const NONE: u32 = u32::MAX;
+
+/// One write, recorded inside a transaction so `rollback` can reverse it (large variants boxed
+/// to keep the journal small).
 #[derive(Debug)]
 enum Journal {
-    Placement(NodeId, Option<Placement>),
-    Payload(NodeId, Option<PayloadRecord>),
+    Placement(NodeId, Option<Box<Placement>>),
+    Payload(NodeId, Option<Box<PayloadRecord>>),
     LogInserted(OpId),
-    LogUpdated(OpId, Effect, Vec<Undo>),
-    PendingInserted(OpId, OpId),
-    PendingTaken(OpId, Vec<Op>),
+    LogUpdated(Box<(OpId, Effect, Vec<Undo>)>),
+    PendingInserted(Box<(OpId, OpId)>),
+    PendingTaken(Box<(OpId, Vec<Op>)>),
 }
 
 /// A [`Store`] held in memory (hash maps and ordered indexes). Never fails.
@@ -31,12 +34,15 @@ pub struct MemoryStore {
     placements: FxHashMap<NodeId, Placement>,
     children: FxHashMap<NodeId, BTreeSet<(Position, NodeId)>>,
     payloads: FxHashMap<NodeId, PayloadRecord>,
-    log: BTreeMap<LogKey, LogEntry>,
-    keys: FxHashMap<OpId, LogKey>,
-    max_seq: FxHashMap<ReplicaId, u64>,
+    /// Entries in insertion order; `order` indexes them by key, `replicas` by op id: entry
+    /// `seq` of a replica is at `replicas[replica][seq - 1]` (the log is gap-free per replica).
+    entries: Vec<LogEntry>,
+    order: BTreeMap<LogKey, u32>,
+    replicas: FxHashMap<ReplicaId, Vec<u32>>,
     pending: FxHashMap<OpId, Vec<Op>>,
     pending_awaits: FxHashMap<OpId, OpId>,
-    journal: Option<Vec<Journal>>,
+    journal: Vec<Journal>,
+    in_txn: bool,
 }
 
 impl MemoryStore {
@@ -46,9 +52,23 @@ impl MemoryStore {
     }
 
     fn record(&mut self, j: Journal) {
-        if let Some(journal) = &mut self.journal {
-            journal.push(j);
+        if self.in_txn {
+            self.journal.push(j);
         }
+    }
+
+    fn index(&self, id: &OpId) -> Option<usize> {
+        let seqs = self.replicas.get(&id.replica())?;
+        let i = *seqs.get(usize::try_from(id.seq().checked_sub(1)?).ok()?)?;
+        (i != NONE).then_some(i as usize)
+    }
+
+    fn get(&self, id: &OpId) -> Option<&LogEntry> {
+        self.index(id).map(|i| &self.entries[i])
+    }
+
+    fn get_mut(&mut self, id: &OpId) -> Option<&mut LogEntry> {
+        self.index(id).map(|i| &mut self.entries[i])
     }
 
     fn place(&mut self, node: NodeId, placement: Option<Placement>) -> Option<Placement> {
@@ -79,16 +99,21 @@ impl MemoryStore {
         old
     }
 
+    /// Removes the most recently inserted entry, `id` (rollback undoes inserts in reverse).
     fn log_remove(&mut self, id: OpId) {
-        if let Some(key) = self.keys.remove(&id) {
-            self.log.remove(&key);
-            let seq = id.seq();
-            // The log is gap-free per replica and rollback undoes in reverse, so the removed op
-            // is the replica's last.
-            if seq <= 1 {
-                self.max_seq.remove(&id.replica());
-            } else {
-                self.max_seq.insert(id.replica(), seq - 1);
+        if self.entries.last().is_some_and(|e| e.op.id() == id) {
+            if let Some(e) = self.entries.pop() {
+                self.order.remove(&e.op.key());
+            }
+            // Rollback undoes in reverse, so the removed op is its replica's last.
+            if let Some(seqs) = self.replicas.get_mut(&id.replica()) {
+                seqs.pop();
+                while seqs.last() == Some(&NONE) {
+                    seqs.pop();
+                }
+                if seqs.is_empty() {
+                    self.replicas.remove(&id.replica());
+                }
             }
         }
     }
@@ -116,7 +141,10 @@ impl Store for MemoryStore {
         placement: Option<&Placement>,
     ) -> Result<(), Infallible> {
         let old = self.place(node, placement.cloned());
-        self.record(Journal::Placement(node, old));
+        if self.in_txn {
+            self.journal
+                .push(Journal::Placement(node, old.map(Box::new)));
+        }
         Ok(())
     }
 
@@ -137,7 +165,9 @@ impl Store for MemoryStore {
             Some(p) => self.payloads.insert(node, p.clone()),
             None => self.payloads.remove(&node),
         };
-        self.record(Journal::Payload(node, old));
+        if self.in_txn {
+            self.journal.push(Journal::Payload(node, old.map(Box::new)));
+        }
         Ok(())
     }
 
@@ -194,61 +224,78 @@ impl Store for MemoryStore {
     }
 
     fn entry(&self, id: OpId) -> Result<Option<LogEntry>, Infallible> {
-        Ok(self.keys.get(&id).and_then(|k| self.log.get(k)).cloned())
+        Ok(self.get(&id).cloned())
     }
 
     fn entry_lamport(&self, id: OpId) -> Result<Option<Lamport>, Infallible> {
-        Ok(self.keys.get(&id).map(|k| k.lamport()))
+        Ok(self.get(&id).map(|e| e.op.lamport()))
     }
 
     fn log_insert(&mut self, entry: &LogEntry) -> Result<(), Infallible> {
+        self.log_push(entry.clone())
+    }
+
+    fn log_push(&mut self, entry: LogEntry) -> Result<(), Infallible> {
         let id = entry.op.id();
-        let key = entry.op.key();
-        self.keys.insert(id, key);
-        self.log.insert(key, entry.clone());
-        let m = self.max_seq.entry(id.replica()).or_default();
-        *m = (*m).max(id.seq());
+        let index = self.entries.len() as u32;
+        self.order.insert(entry.op.key(), index);
+        self.entries.push(entry);
+        let seqs = self.replicas.entry(id.replica()).or_default();
+        let slot = usize::try_from(id.seq().saturating_sub(1)).unwrap_or(usize::MAX);
+        if slot == seqs.len() {
+            seqs.push(index);
+        } else {
+            // Out-of-order insert (the engine never does this): keep the index correct anyway.
+            if slot > seqs.len() {
+                seqs.resize(slot + 1, NONE);
+            }
+            seqs[slot] = index;
+        }
         self.record(Journal::LogInserted(id));
         Ok(())
     }
 
     fn log_update(&mut self, id: OpId, effect: Effect, undo: &[Undo]) -> Result<(), Infallible> {
-        let Some(e) = self.keys.get(&id).and_then(|k| self.log.get_mut(k)) else {
+        let Some(e) = self.get_mut(&id) else {
             return Ok(());
         };
         let old_effect = std::mem::replace(&mut e.effect, effect);
         let old_undo = std::mem::replace(&mut e.undo, undo.to_vec());
-        self.record(Journal::LogUpdated(id, old_effect, old_undo));
+        self.record(Journal::LogUpdated(Box::new((id, old_effect, old_undo))));
         Ok(())
     }
 
     fn log_last(&self) -> Result<Option<LogKey>, Infallible> {
-        Ok(self.log.keys().next_back().copied())
+        Ok(self.order.keys().next_back().copied())
     }
 
     fn log_after(&self, key: LogKey) -> Result<Vec<LogEntry>, Infallible> {
         Ok(self
-            .log
+            .order
             .range((Bound::Excluded(key), Bound::Unbounded))
-            .map(|(_, e)| e.clone())
+            .map(|(_, &i)| self.entries[i as usize].clone())
             .collect())
     }
 
     fn log_len(&self) -> Result<u64, Infallible> {
-        Ok(self.log.len() as u64)
+        Ok(self.entries.len() as u64)
     }
 
     fn max_seq(&self, replica: ReplicaId) -> Result<u64, Infallible> {
-        Ok(self.max_seq.get(&replica).copied().unwrap_or(0))
+        Ok(self.replicas.get(&replica).map_or(0, |s| s.len() as u64))
     }
 
     fn frontier(&self) -> Result<VersionVector, Infallible> {
-        Ok(self.max_seq.iter().map(|(r, s)| (*r, *s)).collect())
+        Ok(self
+            .replicas
+            .iter()
+            .map(|(r, s)| (*r, s.len() as u64))
+            .collect())
     }
 
     fn max_lamport(&self) -> Result<Lamport, Infallible> {
         Ok(self
-            .log
+            .order
             .keys()
             .next_back()
             .map(|k| k.lamport())
@@ -257,7 +304,7 @@ impl Store for MemoryStore {
 
     fn pending_insert(&mut self, awaits: OpId, op: &Op) -> Result<(), Infallible> {
         self.pending_put(awaits, op.clone());
-        self.record(Journal::PendingInserted(awaits, op.id()));
+        self.record(Journal::PendingInserted(Box::new((awaits, op.id()))));
         Ok(())
     }
 
@@ -267,7 +314,7 @@ impl Store for MemoryStore {
             self.pending_awaits.remove(&op.id());
         }
         if !ops.is_empty() {
-            self.record(Journal::PendingTaken(awaits, ops.clone()));
+            self.record(Journal::PendingTaken(Box::new((awaits, ops.clone()))));
         }
         Ok(ops)
     }
@@ -285,38 +332,44 @@ impl Store for MemoryStore {
     }
 
     fn begin(&mut self) -> Result<(), Infallible> {
-        self.journal = Some(Vec::new());
+        self.journal.clear();
+        self.in_txn = true;
         Ok(())
     }
 
     fn commit(&mut self) -> Result<(), Infallible> {
-        self.journal = None;
+        self.journal.clear();
+        self.in_txn = false;
         Ok(())
     }
 
     fn rollback(&mut self) -> Result<(), Infallible> {
-        let Some(journal) = self.journal.take() else {
+        if !self.in_txn {
             return Ok(());
-        };
+        }
+        self.in_txn = false;
+        let journal = std::mem::take(&mut self.journal);
         for j in journal.into_iter().rev() {
             match j {
                 Journal::Placement(node, old) => {
-                    self.place(node, old);
+                    self.place(node, old.map(|b| *b));
                 }
                 Journal::Payload(node, old) => {
                     match old {
-                        Some(p) => self.payloads.insert(node, p),
+                        Some(p) => self.payloads.insert(node, *p),
                         None => self.payloads.remove(&node),
                     };
                 }
                 Journal::LogInserted(id) => self.log_remove(id),
-                Journal::LogUpdated(id, effect, undo) => {
-                    if let Some(e) = self.keys.get(&id).and_then(|k| self.log.get_mut(k)) {
+                Journal::LogUpdated(b) => {
+                    let (id, effect, undo) = *b;
+                    if let Some(e) = self.get_mut(&id) {
                         e.effect = effect;
                         e.undo = undo;
                     }
                 }
-                Journal::PendingInserted(awaits, id) => {
+                Journal::PendingInserted(b) => {
+                    let (awaits, id) = *b;
                     self.pending_awaits.remove(&id);
                     if let Some(ops) = self.pending.get_mut(&awaits) {
                         ops.retain(|o| o.id() != id);
@@ -325,7 +378,8 @@ impl Store for MemoryStore {
                         }
                     }
                 }
-                Journal::PendingTaken(awaits, ops) => {
+                Journal::PendingTaken(b) => {
+                    let (awaits, ops) = *b;
                     for op in ops {
                         self.pending_put(awaits, op);
                     }
@@ -333,5 +387,91 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Lamport;
+    use crate::op::OpKind;
+
+    fn snapshot(s: &MemoryStore) -> String {
+        let mut placements: Vec<_> = s.placements.iter().collect();
+        placements.sort_by_key(|(n, _)| **n);
+        let mut payloads: Vec<_> = s.payloads.iter().collect();
+        payloads.sort_by_key(|(n, _)| **n);
+        let mut pending: Vec<_> = s.pending_awaits.iter().collect();
+        pending.sort();
+        let mut children: Vec<_> = s.children.iter().collect();
+        children.sort_by_key(|(n, _)| **n);
+        let log: Vec<_> = s.order.values().map(|&i| &s.entries[i as usize]).collect();
+        format!(
+            "{placements:?}{payloads:?}{pending:?}{children:?}{log:?}{:?}",
+            s.frontier()
+        )
+    }
+
+    #[test]
+    fn rollback_restores_every_write() {
+        let r = ReplicaId::from_bytes([1; 32]);
+        let n = |b: u8| NodeId::from_bytes([b; 16]);
+        let pos = Position::from_bytes(&[0x80, 1]);
+        let op = |seq: u64| {
+            Op::new(
+                OpId::new(r, seq),
+                Lamport::new(seq),
+                OpKind::Move {
+                    node: n(1),
+                    parent: NodeId::ROOT,
+                    position: pos.clone(),
+                },
+            )
+        };
+        let place = |parent, by| Placement {
+            parent,
+            position: pos.clone(),
+            placed_by: OpId::new(r, by),
+        };
+        let mut s = MemoryStore::new();
+        s.begin().unwrap();
+        s.set_placement(n(1), Some(&place(NodeId::ROOT, 1)))
+            .unwrap();
+        s.log_insert(&LogEntry {
+            op: op(1),
+            effect: Effect::Applied,
+            undo: vec![],
+        })
+        .unwrap();
+        s.pending_insert(OpId::new(r, 2), &op(3)).unwrap();
+        s.commit().unwrap();
+        let before = snapshot(&s);
+
+        s.begin().unwrap();
+        s.set_placement(n(1), Some(&place(n(2), 2))).unwrap();
+        s.set_placement(n(2), Some(&place(NodeId::ROOT, 2)))
+            .unwrap();
+        s.set_payload(
+            n(1),
+            Some(&PayloadRecord {
+                bytes: vec![1],
+                set_by: OpId::new(r, 2),
+            }),
+        )
+        .unwrap();
+        s.log_update(OpId::new(r, 1), Effect::Denied, &[]).unwrap();
+        s.log_insert(&LogEntry {
+            op: op(2),
+            effect: Effect::Applied,
+            undo: vec![],
+        })
+        .unwrap();
+        assert_eq!(s.pending_take(OpId::new(r, 2)).unwrap().len(), 1);
+        s.pending_insert(OpId::new(r, 9), &op(10)).unwrap();
+        assert_ne!(snapshot(&s), before);
+        s.rollback().unwrap();
+        assert_eq!(snapshot(&s), before);
+        assert_eq!(s.max_seq(r).unwrap(), 1);
+        assert_eq!(s.pending_get(OpId::new(r, 3)).unwrap(), Some(op(3)));
     }
 }

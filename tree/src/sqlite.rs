@@ -108,8 +108,12 @@ enum Tx {
     None,
     /// `BEGIN IMMEDIATE` on an autocommit connection.
     Top,
-    /// A savepoint inside a transaction someone else opened (e.g. an SQL statement of the extension).
+    /// A savepoint inside a transaction someone else opened.
     Savepoint,
+    /// No transaction of its own: inside an SQL function called by a writing statement, where
+    /// SQLite allows neither `BEGIN` nor `SAVEPOINT`; the calling statement is the transaction
+    /// (see [`SqliteStore::for_sql_function`]).
+    Statement,
 }
 
 /// A [`Store`] backed by one SQLite database (one document per database).
@@ -119,6 +123,8 @@ enum Tx {
 pub struct SqliteStore {
     conn: Connection,
     tx: Tx,
+    /// Opened by [`SqliteStore::for_sql_function`].
+    in_statement: bool,
     /// Replica key → compact index; cleared on rollback (indexes assigned in it are undone).
     rep_idx: FxHashMap<ReplicaId, i64>,
     /// Compact index → replica key (same lifetime as `rep_idx`).
@@ -167,9 +173,21 @@ impl SqliteStore {
         Ok(Self {
             conn,
             tx: Tx::None,
+            in_statement: false,
             rep_idx: FxHashMap::default(),
             rep_key: FxHashMap::default(),
         })
+    }
+
+    /// Wraps the connection of an SQL function call (the loadable extension). Batches are
+    /// transactions or savepoints where SQLite allows them; inside a *writing* statement (e.g.
+    /// `INSERT … VALUES (canopy_create(…))`) SQLite allows neither, so a batch runs inside the
+    /// calling statement, and the function must return an error when a batch fails so that SQLite
+    /// rolls the statement back. `rollback` then leaves that to the statement.
+    pub fn for_sql_function(conn: Connection) -> Result<Self> {
+        let mut s = Self::from_connection(conn)?;
+        s.in_statement = true;
+        Ok(s)
     }
 
     /// The underlying connection (for read-only queries and diagnostics; writing through it
@@ -181,6 +199,11 @@ impl SqliteStore {
     /// Consumes the store and returns its connection.
     pub fn into_connection(self) -> Connection {
         self.conn
+    }
+
+    /// Runs a cached parameterless statement.
+    fn exec_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
     }
 
     // ---- replica interning ----
@@ -724,14 +747,22 @@ impl Store for SqliteStore {
         if self.tx != Tx::None {
             return Err(SqliteStoreError::Transaction(TxMisuse::Nested));
         }
+        // SQLITE_ERROR ("cannot … - SQL statements in progress"): inside a writing statement
+        let in_progress = |e: &rusqlite::Error| matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::Unknown);
         if self.conn.is_autocommit() {
-            self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-            self.tx = Tx::Top;
-        } else {
-            self.conn
-                .prepare_cached("SAVEPOINT canopy_batch")?
-                .execute([])?;
-            self.tx = Tx::Savepoint;
+            match self.exec_cached("BEGIN IMMEDIATE") {
+                Ok(()) => {
+                    self.tx = Tx::Top;
+                    return Ok(());
+                }
+                Err(e) if !(self.in_statement && in_progress(&e)) => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
+        match self.exec_cached("SAVEPOINT canopy_batch") {
+            Ok(()) => self.tx = Tx::Savepoint,
+            Err(e) if self.in_statement && in_progress(&e) => self.tx = Tx::Statement,
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }
@@ -741,6 +772,10 @@ impl Store for SqliteStore {
             Tx::None => return Err(SqliteStoreError::Transaction(TxMisuse::NotOpen)),
             Tx::Top => "COMMIT",
             Tx::Savepoint => "RELEASE canopy_batch",
+            Tx::Statement => {
+                self.tx = Tx::None;
+                return Ok(());
+            }
         };
         self.conn.prepare_cached(sql)?.execute([])?;
         self.tx = Tx::None;
@@ -763,6 +798,8 @@ impl Store for SqliteStore {
                     .execute_batch("ROLLBACK TO canopy_batch; RELEASE canopy_batch")?;
                 Ok(())
             }
+            // the calling statement rolls back when the function returns the error
+            Tx::Statement => Ok(()),
         }
     }
 }

@@ -167,6 +167,11 @@ pub trait Store {
     }
     /// Adds a new entry (its key is not yet in the log).
     fn log_insert(&mut self, entry: &LogEntry) -> Result<(), Self::Error>;
+    /// Adds a new entry, taking ownership. Provided (calls [`Store::log_insert`]); stores that keep
+    /// entries in memory override it to avoid a copy.
+    fn log_push(&mut self, entry: LogEntry) -> Result<(), Self::Error> {
+        self.log_insert(&entry)
+    }
     /// Replaces the effect and undo records of the logged op `id` after a redo.
     fn log_update(&mut self, id: OpId, effect: Effect, undo: &[Undo]) -> Result<(), Self::Error>;
     /// The greatest key in the log.

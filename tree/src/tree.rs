@@ -447,3 +447,221 @@ impl<S: Store> Iterator for Subtree<'_, S> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryStore;
+    use crate::policy::{Decision, ReplayView};
+    use crate::report::{ChangeEvent, Outcome, Rejection};
+
+    fn r(b: u8) -> ReplicaId {
+        ReplicaId::from_bytes([b; 32])
+    }
+    fn n(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 16])
+    }
+    fn pos(b: u8) -> Position {
+        Position::from_bytes(&[0x80, b | 1])
+    }
+    fn create(rep: u8, seq: u64, lamport: u64, node: NodeId, parent: NodeId) -> Op {
+        Op::new(
+            OpId::new(r(rep), seq),
+            Lamport::new(lamport),
+            OpKind::Create {
+                node,
+                parent,
+                position: pos(seq as u8),
+                payload: None,
+            },
+        )
+    }
+    fn mv(rep: u8, seq: u64, lamport: u64, node: NodeId, parent: NodeId) -> Op {
+        Op::new(
+            OpId::new(r(rep), seq),
+            Lamport::new(lamport),
+            OpKind::Move {
+                node,
+                parent,
+                position: pos(seq as u8),
+            },
+        )
+    }
+
+    #[test]
+    fn out_of_order_ops_wait_and_release() {
+        let mut t = Tree::new(MemoryStore::new(), r(9));
+        let second = create(1, 2, 2, n(2), n(1));
+        let rep = t.apply([second.clone()]).unwrap();
+        assert_eq!(
+            rep.ops[0].outcome,
+            Outcome::Pending {
+                awaits: OpId::new(r(1), 1)
+            }
+        );
+        assert_eq!(
+            t.apply([second.clone()]).unwrap().ops[0].outcome,
+            Outcome::Duplicate
+        );
+        let rep = t.apply([create(1, 1, 1, n(1), NodeId::ROOT)]).unwrap();
+        assert_eq!(rep.ops[0].outcome, Outcome::Applied);
+        assert_eq!(rep.released.len(), 1);
+        assert_eq!(rep.released[0].outcome, Outcome::Applied);
+        assert_eq!(rep.events.len(), 2);
+        assert_eq!(t.ancestors(n(2)).unwrap(), vec![n(1), NodeId::ROOT]);
+        assert_eq!(t.store().pending_len().unwrap(), 0);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn invalid_ops_are_rejected_individually() {
+        let mut t = Tree::new(MemoryStore::new(), r(9));
+        let good = create(1, 1, 5, n(1), NodeId::ROOT);
+        let bad = [
+            create(2, 0, 1, n(2), NodeId::ROOT),
+            create(2, 1, 0, n(2), NodeId::ROOT),
+            create(2, 1, 1, NodeId::ROOT, NodeId::ROOT),
+            mv(2, 1, 1, n(2), NodeId::TRASH),
+            Op::new(
+                OpId::new(r(2), 1),
+                Lamport::new(1),
+                OpKind::Create {
+                    node: n(2),
+                    parent: NodeId::ROOT,
+                    position: Position::from_bytes(&[1, 0]),
+                    payload: None,
+                },
+            ),
+            create(1, 2, 5, n(3), NodeId::ROOT),
+            create(1, 1, 6, n(4), NodeId::ROOT),
+        ];
+        let rep = t.apply([good].into_iter().chain(bad)).unwrap();
+        let outcomes: Vec<_> = rep.ops.iter().map(|o| o.outcome.clone()).collect();
+        assert_eq!(outcomes[0], Outcome::Applied);
+        assert_eq!(outcomes[1], Outcome::Rejected(Rejection::SeqZero));
+        assert_eq!(outcomes[2], Outcome::Rejected(Rejection::LamportZero));
+        assert!(matches!(
+            outcomes[3],
+            Outcome::Rejected(Rejection::ReservedNode { .. })
+        ));
+        assert_eq!(outcomes[4], Outcome::Rejected(Rejection::ParentTrash));
+        assert!(matches!(
+            outcomes[5],
+            Outcome::Rejected(Rejection::InvalidPosition(_))
+        ));
+        assert!(matches!(
+            outcomes[6],
+            Outcome::Rejected(Rejection::LamportNotIncreasing { .. })
+        ));
+        assert_eq!(outcomes[7], Outcome::Rejected(Rejection::Equivocation));
+        assert_eq!(t.node_count().unwrap(), 1);
+        assert_eq!(t.store().log_len().unwrap(), 1);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn undo_redo_churn_is_not_reported() {
+        let mut t = Tree::new(MemoryStore::new(), r(9));
+        t.apply([
+            create(1, 1, 1, n(1), NodeId::ROOT),
+            create(1, 2, 2, n(2), NodeId::ROOT),
+            mv(1, 3, 10, n(1), n(2)),
+        ])
+        .unwrap();
+        // An older op forces undo and redo of the move; only its own effect is reported.
+        let rep = t.apply([create(2, 1, 3, n(3), NodeId::ROOT)]).unwrap();
+        assert_eq!(rep.events.len(), 1);
+        assert!(matches!(rep.events[0], ChangeEvent::Created { node, .. } if node == n(3)));
+        assert_eq!(t.parent(n(1)).unwrap(), Some(n(2)));
+        t.check_invariants().unwrap();
+    }
+
+    /// Denies creates under the `locked` subtree, judged at replay time.
+    #[derive(Debug)]
+    struct Lock(NodeId);
+    impl Policy for Lock {
+        type Reason = &'static str;
+        fn decide<S: Store>(
+            &self,
+            op: &Op,
+            view: &ReplayView<'_, S>,
+        ) -> Result<Decision<&'static str>, S::Error> {
+            match (op.kind(), view.new_parent()) {
+                (OpKind::Create { .. }, Some(p)) if view.is_within(p, self.0)? => {
+                    Ok(Decision::Deny { reason: "locked" })
+                }
+                _ => Ok(Decision::Allow),
+            }
+        }
+    }
+
+    #[test]
+    fn policy_is_decided_at_replay_time_and_redecided_on_redo() {
+        let mut t = Tree::with_policy(MemoryStore::new(), r(9), Lock(n(5)));
+        t.apply([
+            create(1, 1, 1, n(5), NodeId::ROOT),
+            create(1, 2, 2, n(2), NodeId::ROOT),
+            create(1, 3, 4, n(3), n(2)),
+        ])
+        .unwrap();
+        assert_eq!(t.parent(n(3)).unwrap(), Some(n(2)));
+        let created = OpId::new(r(1), 3);
+        let effect =
+            |t: &Tree<MemoryStore, Lock>| t.store().entry(created).unwrap().unwrap().effect;
+        assert_eq!(effect(&t), Effect::Applied);
+        // An older move puts n2 under the locked n5: on redo, creating n3 under n2 is denied.
+        let rep = t.apply([mv(2, 1, 3, n(2), n(5))]).unwrap();
+        assert_eq!(rep.ops[0].outcome, Outcome::Applied);
+        assert_eq!(effect(&t), Effect::Denied);
+        assert!(!t.exists(n(3)).unwrap());
+        assert!(rep.events.contains(&ChangeEvent::Removed { node: n(3) }));
+        // A direct create under the lock is denied with the policy's reason.
+        let rep = t.apply([create(3, 1, 9, n(6), n(5))]).unwrap();
+        assert_eq!(rep.ops[0].outcome, Outcome::Denied { reason: "locked" });
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn subtree_walk_and_paging() {
+        let mut t = Tree::new(MemoryStore::new(), r(1));
+        let a = t.create(NodeId::ROOT, Place::Last, None).unwrap().node();
+        let mut kids = Vec::new();
+        for _ in 0..300 {
+            kids.push(t.create(a, Place::Last, None).unwrap().node());
+        }
+        let g = t.create(kids[0], Place::First, None).unwrap().node();
+        let b = t.create(NodeId::ROOT, Place::First, None).unwrap().node();
+        let walk: Vec<_> = t.subtree(NodeId::ROOT).map(|x| x.unwrap()).collect();
+        assert_eq!(walk.len(), 303);
+        assert_eq!(walk[0], (b, 1));
+        assert_eq!(walk[1], (a, 1));
+        assert_eq!(walk[2], (kids[0], 2));
+        assert_eq!(walk[3], (g, 3));
+        assert_eq!(walk[4], (kids[1], 2));
+        let page1 = t.children(a, None, 100).unwrap();
+        let page2 = t.children(a, page1.last(), 100).unwrap();
+        assert_eq!(page2[0].node, kids[100]);
+        t.move_node(kids[5], a, Place::Before(kids[2])).unwrap();
+        t.move_node(kids[7], a, Place::After(kids[0])).unwrap();
+        let order: Vec<_> = t
+            .children(a, None, 4)
+            .unwrap()
+            .iter()
+            .map(|c| c.node)
+            .collect();
+        assert_eq!(order, vec![kids[0], kids[7], kids[1], kids[5]]);
+        assert!(matches!(
+            t.move_node(a, kids[3], Place::Last),
+            Err(LocalError::Cycle { .. })
+        ));
+        assert!(matches!(
+            t.move_node(kids[1], a, Place::After(kids[1])),
+            Err(LocalError::SiblingIsNode)
+        ));
+        assert!(matches!(
+            t.move_node(kids[1], a, Place::After(b)),
+            Err(LocalError::SiblingNotUnder { .. })
+        ));
+        t.check_invariants().unwrap();
+    }
+}

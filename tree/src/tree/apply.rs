@@ -4,7 +4,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::codec::{MAX_PAYLOAD_LEN, MAX_SEEN_ENTRIES};
-use crate::id::{Lamport, NodeId, OpId};
+use crate::id::{Lamport, NodeId, OpId, ReplicaId};
 use crate::op::{Op, OpKind, VersionVector};
 use crate::policy::{Decision, Policy, ReplayView};
 use crate::position::Position;
@@ -32,11 +32,12 @@ pub(crate) fn run<S: Store, P: Policy>(
     policy: &P,
     ops: impl IntoIterator<Item = Op>,
 ) -> Result<ApplyReport<P::Reason>, S::Error> {
-    let mut outcomes: Vec<(OpId, Option<Outcome<P::Reason>>)> = Vec::new();
+    let ops = ops.into_iter();
+    let hint = ops.size_hint().0;
+    let mut outcomes: Vec<(OpId, Option<Outcome<P::Reason>>)> = Vec::with_capacity(hint);
     let mut released: Vec<(OpId, Option<Outcome<P::Reason>>)> = Vec::new();
-    let mut ready: Vec<(Op, Origin)> = Vec::new();
-    // Ops admitted in this batch: id → (lamport, index in `ready`).
-    let mut batch: FxHashMap<OpId, (Lamport, usize)> = FxHashMap::default();
+    let mut ready: Vec<(Op, Origin)> = Vec::with_capacity(hint);
+    let mut batch = Admitted::default();
     let mut parked_inputs: FxHashMap<OpId, usize> = FxHashMap::default();
     let mut work: Vec<(Op, Origin)> = Vec::new();
 
@@ -61,7 +62,7 @@ pub(crate) fn run<S: Store, P: Policy>(
                 }
                 Admit::Ready => {
                     let id = op.id();
-                    batch.insert(id, (op.lamport(), ready.len()));
+                    batch.insert(id, op.lamport(), ready.len());
                     ready.push((op, origin));
                     for waiting in store.pending_take(id)? {
                         let o = match parked_inputs.remove(&waiting.id()) {
@@ -81,7 +82,10 @@ pub(crate) fn run<S: Store, P: Policy>(
     let mut engine = Engine {
         store,
         policy,
-        touched: Touched::default(),
+        touched: Touched {
+            order: Vec::with_capacity(ready.len()),
+            index: FxHashMap::with_capacity_and_hasher(ready.len(), Default::default()),
+        },
     };
     if !ready.is_empty() {
         ready.sort_unstable_by_key(|(op, _)| op.key());
@@ -114,7 +118,7 @@ pub(crate) fn run<S: Store, P: Policy>(
                 Origin::Input(i) => outcomes[i].1 = Some(outcome),
                 Origin::Released(i) => released[i].1 = Some(outcome),
             }
-            engine.store.log_insert(&LogEntry {
+            engine.store.log_push(LogEntry {
                 op,
                 effect: done.effect,
                 undo: done.undo,
@@ -191,20 +195,44 @@ fn check_payload(p: &[u8]) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// Ops admitted in this batch: id → (lamport, index in `ready`). A replica's admitted ops have
+/// consecutive seqs (each needs its predecessor), so they are kept per replica in a vector.
+#[derive(Default)]
+struct Admitted {
+    replicas: FxHashMap<ReplicaId, (u64, Vec<(Lamport, usize)>)>,
+}
+
+impl Admitted {
+    fn get(&self, id: &OpId) -> Option<(Lamport, usize)> {
+        let (base, v) = self.replicas.get(&id.replica())?;
+        let i = usize::try_from(id.seq().checked_sub(*base)?).ok()?;
+        v.get(i).copied()
+    }
+
+    fn insert(&mut self, id: OpId, lamport: Lamport, index: usize) {
+        let (base, v) = self
+            .replicas
+            .entry(id.replica())
+            .or_insert_with(|| (id.seq(), Vec::new()));
+        debug_assert_eq!(id.seq(), *base + v.len() as u64, "admitted out of order");
+        v.push((lamport, index));
+    }
+}
+
 fn lamport_of<S: Store>(
     store: &S,
-    batch: &FxHashMap<OpId, (Lamport, usize)>,
+    batch: &Admitted,
     id: OpId,
 ) -> Result<Option<Lamport>, S::Error> {
     match batch.get(&id) {
-        Some((l, _)) => Ok(Some(*l)),
+        Some((l, _)) => Ok(Some(l)),
         None => store.entry_lamport(id),
     }
 }
 
 fn admit<S: Store>(
     store: &S,
-    batch: &FxHashMap<OpId, (Lamport, usize)>,
+    batch: &Admitted,
     ready: &[(Op, Origin)],
     op: &Op,
 ) -> Result<Admit, S::Error> {
@@ -220,7 +248,7 @@ fn admit<S: Store>(
         }
     };
     if let Some((_, i)) = batch.get(&id) {
-        return Ok(same(&ready[*i].0));
+        return Ok(same(&ready[i].0));
     }
     if store.entry_lamport(id)?.is_some() {
         if let Some(e) = store.entry(id)? {
@@ -291,19 +319,20 @@ struct Before {
     payload: Option<Option<OpId>>,
 }
 
-#[derive(Default)]
+/// Nodes the batch touched, in first-touch order, with their state before the batch.
 struct Touched {
-    order: Vec<NodeId>,
-    before: FxHashMap<NodeId, Before>,
+    order: Vec<(NodeId, Before)>,
+    index: FxHashMap<NodeId, u32>,
 }
 
 impl Touched {
     fn slot(&mut self, node: NodeId) -> &mut Before {
         let order = &mut self.order;
-        self.before.entry(node).or_insert_with(|| {
-            order.push(node);
-            Before::default()
-        })
+        let i = *self.index.entry(node).or_insert_with(|| {
+            order.push((node, Before::default()));
+            (order.len() - 1) as u32
+        });
+        &mut self.order[i as usize].1
     }
     fn place(&mut self, node: NodeId, prior: &Option<Placement>) {
         let b = self.slot(node);
@@ -607,11 +636,8 @@ impl<S: Store, P: Policy> Engine<'_, S, P> {
 
     /// The batch's net changes: each touched node's state now against its state before.
     fn events(&self) -> Result<Vec<ChangeEvent>, S::Error> {
-        let mut events = Vec::new();
-        for node in &self.touched.order {
-            let Some(before) = self.touched.before.get(node) else {
-                continue;
-            };
+        let mut events = Vec::with_capacity(self.touched.order.len());
+        for (node, before) in &self.touched.order {
             if let Some(was) = &before.place {
                 let now = self.store.placement(*node)?;
                 if let Some(e) = place_event(*node, was.as_ref(), now) {
