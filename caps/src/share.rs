@@ -119,6 +119,30 @@ impl ShareLink {
         }
     }
 
+    /// A link from its parts: the ephemeral key, the delegation to it, and the issuer's proofs.
+    /// Fails like [`ShareLink::parse`] when the delegation is not addressed to the key or its
+    /// signature does not verify.
+    pub fn from_parts(
+        key: SecretKey,
+        delegation: Delegation,
+        proofs: Vec<Vec<u8>>,
+    ) -> Result<Self, ShareError> {
+        if delegation.audience() != &key.did() {
+            return Err(ShareError::ForeignKey {
+                audience: *delegation.audience(),
+                key: key.did(),
+            });
+        }
+        if !delegation.signature_valid() {
+            return Err(ShareError::InvalidSignature);
+        }
+        Ok(ShareLink {
+            key,
+            delegation,
+            proofs,
+        })
+    }
+
     /// The link's delegation (to the ephemeral key).
     pub fn delegation(&self) -> &Delegation {
         &self.delegation
@@ -199,20 +223,7 @@ impl ShareLink {
             _ => return Err(DecodeError::InvalidField { field: "prf" }.into()),
         };
         f.finish()?;
-        if delegation.audience() != &key.did() {
-            return Err(ShareError::ForeignKey {
-                audience: *delegation.audience(),
-                key: key.did(),
-            });
-        }
-        if !delegation.signature_valid() {
-            return Err(ShareError::InvalidSignature);
-        }
-        Ok(ShareLink {
-            key,
-            delegation,
-            proofs,
-        })
+        Self::from_parts(key, delegation, proofs)
     }
 
     /// Claims the link for `claimer` at time `now`: validates the whole chain (including, when

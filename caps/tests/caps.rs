@@ -986,3 +986,226 @@ proptest! {
         let _ = ShareLink::parse(&url);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// spec/vectors/caps.json: built here deterministically; the committed file must match exactly.
+// Regenerate after an intended format change with `CANOPY_WRITE_VECTORS=1 cargo test -p canopy-caps --test caps spec_vectors`.
+
+fn vectors() -> serde_json::Value {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use canopy_caps::ipld_json::ipld_to_json;
+    use serde_json::json;
+
+    let b64 = |b: &[u8]| STANDARD.encode(b);
+    let (owner, alice, bob) = (key(1), key(2), key(3));
+    let keys: Vec<_> = [1u8, 2, 3]
+        .iter()
+        .map(|n| {
+            let k = key(*n);
+            json!({"seed_hex": hex::encode([*n; 32]), "secret_multicodec_base64": k.to_multicodec_base64().as_str(), "did": k.did().to_string()})
+        })
+        .collect();
+
+    let folder = [0x0au8; 16];
+    let private = [0x0bu8; 16];
+    let fields = |aud: Did, cmd: &str, pol: Policy, exp: Option<u64>| DelegationFields {
+        audience: aud,
+        subject: Some(owner.did()),
+        command: self::cmd(cmd),
+        policy: pol,
+        expiration: exp,
+        not_before: None,
+        meta: None,
+    };
+    let d1 = Delegation::issue_with_nonce(
+        &owner,
+        fields(
+            alice.did(),
+            "/tree/write",
+            subtree_policy(&folder, &[private]),
+            Some(2_000_000_000),
+        ),
+        vec![1; 16],
+    );
+    let d2 = Delegation::issue_with_nonce(
+        &alice,
+        fields(
+            bob.did(),
+            "/tree/write/move",
+            Policy::default(),
+            Some(1_900_000_000),
+        ),
+        vec![2; 16],
+    );
+    let delegations: Vec<_> = [&d1, &d2]
+        .iter()
+        .map(|d| json!({"token_base64": b64(d.to_bytes()), "cid": d.cid().to_string(), "signed_payload_base64": b64(d.signed_payload()), "payload": ipld_to_json(&Ipld::Map(d.payload().clone()))}))
+        .collect();
+
+    // Tree scope: policy, verifier-derived args, expected match.
+    let root = [0u8; 16];
+    let inner = [0x0cu8; 16];
+    let scope_cases: Vec<_> = [
+        ("node inside the granted subtree", inner, vec![folder, root], true),
+        ("the granted root itself", folder, vec![root], true),
+        ("the excluded subtree's root", private, vec![folder, root], false),
+        ("below the excluded subtree", inner, vec![private, folder, root], false),
+        ("outside the granted subtree", inner, vec![root], false),
+        ("ROOT", root, vec![], false),
+    ]
+    .into_iter()
+    .map(|(name, node, anc, expect)| {
+        let pol = subtree_policy(&folder, &[private]);
+        let args = tree_args(&node, &anc);
+        assert_eq!(pol.matches(&args), expect, "{name}");
+        json!({"name": name, "policy": ipld_to_json(&pol.to_ipld()), "args": ipld_to_json(&args), "matches": expect})
+    })
+    .collect();
+
+    // Chains: owner -> alice -> bob, judged for bob.
+    let mut proofs = Proofs::new();
+    let chain = vec![
+        proofs.insert(d1.to_bytes().to_vec()),
+        proofs.insert(d2.to_bytes().to_vec()),
+    ];
+    let chain_cases: Vec<_> = [
+        ("move inside the folder", "/tree/write/move", inner, vec![folder, root], 1_800_000_000u64, bob.did(), None),
+        ("create is not delegated to bob", "/tree/write/create", inner, vec![folder, root], 1_800_000_000, bob.did(), Some("InvalidClaim")),
+        ("move in the excluded subtree", "/tree/write/move", inner, vec![private, folder, root], 1_800_000_000, bob.did(), Some("MatchError")),
+        ("after bob's delegation expired", "/tree/write/move", inner, vec![folder, root], 1_900_000_000, bob.did(), Some("Expired")),
+        ("alice is not the leaf audience", "/tree/write/move", inner, vec![folder, root], 1_800_000_000, alice.did(), Some("InvalidAudience")),
+    ]
+    .into_iter()
+    .map(|(name, c, node, anc, time, invoker, expect)| {
+        let revs = Revocations::new();
+        let command = cmd(c);
+        let args = tree_args(&node, &anc);
+        let od = owner.did();
+        let got = Verifier::new().check(&chain, &proofs, &Request { subject: &od, invoker: &invoker, command: &command, args: &args }, &Context { time, revocations: &revs, op: None });
+        assert_eq!(got.as_ref().err().map(VerifyError::class), expect, "{name}: {got:?}");
+        json!({"name": name, "chain": chain.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "subject": od.to_string(), "invoker": invoker.to_string(), "command": c, "args": ipld_to_json(&args), "time": time, "error": expect})
+    })
+    .collect();
+
+    // Revocation: alice stops accepting bob's ops after seq 7 of bob's replica.
+    let replica = *bob.did().public_key();
+    let rev = Revocation::issue(
+        &alice,
+        d2.cid(),
+        BTreeMap::from([(replica, 7)]),
+        BTreeSet::new(),
+    );
+    let revocations = vec![json!({
+        "record_base64": b64(rev.to_bytes()),
+        "cid": rev.cid().to_string(),
+        "issuer": alice.did().to_string(),
+        "delegation": d2.cid().to_string(),
+        "cutoffs": [[hex::encode(replica), 7]],
+        "envelope": ipld_to_json(&serde_ipld_dagcbor::from_slice::<Ipld>(rev.to_bytes()).unwrap()),
+        "allowed_seq": 7,
+        "denied_seq": 8,
+    })];
+    {
+        let mut revs = Revocations::new();
+        revs.insert(rev.clone());
+        let command = cmd("/tree/write/move");
+        let args = tree_args(&inner, &[folder, root]);
+        let (od, bd) = (owner.did(), bob.did());
+        let req = Request {
+            subject: &od,
+            invoker: &bd,
+            command: &command,
+            args: &args,
+        };
+        let at = |seq| {
+            Verifier::new().check(
+                &chain,
+                &proofs,
+                &req,
+                &Context {
+                    time: 1_800_000_000,
+                    revocations: &revs,
+                    op: Some(OpRef { replica, seq }),
+                },
+            )
+        };
+        assert!(at(7).is_ok());
+        assert!(matches!(at(8), Err(VerifyError::Revoked { .. })));
+    }
+
+    // Share link: alice shares read on the folder through ephemeral key seed 0x44…
+    let eph = SecretKey::from_bytes(&[0x44; 32]);
+    let link_dlg = Delegation::issue_with_nonce(
+        &alice,
+        fields(
+            eph.did(),
+            "/tree/read",
+            subtree_policy(&folder, &[]),
+            Some(1_850_000_000),
+        ),
+        vec![3; 16],
+    );
+    let link = ShareLink::from_parts(eph, link_dlg, vec![d1.to_bytes().to_vec()]).unwrap();
+    let url = link.to_url("https://canopy.example/d/1");
+    let share = json!({"url": url.as_str(), "ephemeral_did": link.ephemeral().to_string(), "delegation_cid": link.delegation().cid().to_string(), "proof_cids": [d1.cid().to_string()]});
+
+    json!({
+        "comment": "Canopy capability vectors (spec/caps.md). Binary values are standard padded base64; DAG-JSON-style {\"/\": …} for bytes and links inside payloads.",
+        "varsig_header_hex": hex::encode(VARSIG_ED25519_DAG_CBOR),
+        "keys": keys,
+        "delegations": delegations,
+        "scope": scope_cases,
+        "chains": chain_cases,
+        "revocations": revocations,
+        "share_links": [share],
+    })
+}
+
+#[test]
+fn spec_vectors() {
+    let path = repo().join("spec/vectors/caps.json");
+    let text = serde_json::to_string_pretty(&vectors()).unwrap() + "\n";
+    if std::env::var_os("CANOPY_WRITE_VECTORS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).expect("spec/vectors/caps.json exists");
+    assert!(
+        committed == text,
+        "spec/vectors/caps.json differs from what the code produces"
+    );
+
+    // And the committed file decodes on its own.
+    let v: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    use base64::Engine as _;
+    let b64 = |s: &serde_json::Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_str().unwrap())
+            .unwrap()
+    };
+    for d in v["delegations"].as_array().unwrap() {
+        let dl = Delegation::decode(&b64(&d["token_base64"])).unwrap();
+        assert!(dl.signature_valid());
+        assert_eq!(dl.cid().to_string(), d["cid"].as_str().unwrap());
+    }
+    for k in v["keys"].as_array().unwrap() {
+        let key =
+            SecretKey::from_multicodec_base64(k["secret_multicodec_base64"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(key.did().to_string(), k["did"].as_str().unwrap());
+    }
+    let r = &v["revocations"][0];
+    let rev = Revocation::decode(&b64(&r["record_base64"])).unwrap();
+    assert_eq!(rev.cid().to_string(), r["cid"].as_str().unwrap());
+    let link = ShareLink::parse(v["share_links"][0]["url"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        link.delegation().cid().to_string(),
+        v["share_links"][0]["delegation_cid"].as_str().unwrap()
+    );
+    for case in v["scope"].as_array().unwrap() {
+        let pol =
+            Policy::from_ipld(&canopy_caps::ipld_json::json_to_ipld(&case["policy"])).unwrap();
+        let args = canopy_caps::ipld_json::json_to_ipld(&case["args"]);
+        assert_eq!(pol.matches(&args), case["matches"].as_bool().unwrap());
+    }
+}
