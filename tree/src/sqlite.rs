@@ -108,12 +108,8 @@ enum Tx {
     None,
     /// `BEGIN IMMEDIATE` on an autocommit connection.
     Top,
-    /// A savepoint inside a transaction someone else opened.
+    /// A savepoint inside a transaction someone else opened (e.g. an SQL function's caller).
     Savepoint,
-    /// No transaction of its own: inside an SQL function called by a writing statement, where
-    /// SQLite allows neither `BEGIN` nor `SAVEPOINT`; the calling statement is the transaction
-    /// (see [`SqliteStore::for_sql_function`]).
-    Statement,
 }
 
 /// A [`Store`] backed by one SQLite database (one document per database).
@@ -123,8 +119,6 @@ enum Tx {
 pub struct SqliteStore {
     conn: Connection,
     tx: Tx,
-    /// Opened by [`SqliteStore::for_sql_function`].
-    in_statement: bool,
     /// Replica key → compact index; cleared on rollback (indexes assigned in it are undone).
     rep_idx: FxHashMap<ReplicaId, i64>,
     /// Compact index → replica key (same lifetime as `rep_idx`).
@@ -173,21 +167,9 @@ impl SqliteStore {
         Ok(Self {
             conn,
             tx: Tx::None,
-            in_statement: false,
             rep_idx: FxHashMap::default(),
             rep_key: FxHashMap::default(),
         })
-    }
-
-    /// Wraps the connection of an SQL function call (the loadable extension). Batches are
-    /// transactions or savepoints where SQLite allows them; inside a *writing* statement (e.g.
-    /// `INSERT … VALUES (canopy_create(…))`) SQLite allows neither, so a batch runs inside the
-    /// calling statement, and the function must return an error when a batch fails so that SQLite
-    /// rolls the statement back. `rollback` then leaves that to the statement.
-    pub fn for_sql_function(conn: Connection) -> Result<Self> {
-        let mut s = Self::from_connection(conn)?;
-        s.in_statement = true;
-        Ok(s)
     }
 
     /// The underlying connection (for read-only queries and diagnostics; writing through it
@@ -747,22 +729,12 @@ impl Store for SqliteStore {
         if self.tx != Tx::None {
             return Err(SqliteStoreError::Transaction(TxMisuse::Nested));
         }
-        // SQLITE_ERROR ("cannot … - SQL statements in progress"): inside a writing statement
-        let in_progress = |e: &rusqlite::Error| matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::Unknown);
         if self.conn.is_autocommit() {
-            match self.exec_cached("BEGIN IMMEDIATE") {
-                Ok(()) => {
-                    self.tx = Tx::Top;
-                    return Ok(());
-                }
-                Err(e) if !(self.in_statement && in_progress(&e)) => return Err(e.into()),
-                Err(_) => {}
-            }
-        }
-        match self.exec_cached("SAVEPOINT canopy_batch") {
-            Ok(()) => self.tx = Tx::Savepoint,
-            Err(e) if self.in_statement && in_progress(&e) => self.tx = Tx::Statement,
-            Err(e) => return Err(e.into()),
+            self.exec_cached("BEGIN IMMEDIATE")?;
+            self.tx = Tx::Top;
+        } else {
+            self.exec_cached("SAVEPOINT canopy_batch")?;
+            self.tx = Tx::Savepoint;
         }
         Ok(())
     }
@@ -772,10 +744,6 @@ impl Store for SqliteStore {
             Tx::None => return Err(SqliteStoreError::Transaction(TxMisuse::NotOpen)),
             Tx::Top => "COMMIT",
             Tx::Savepoint => "RELEASE canopy_batch",
-            Tx::Statement => {
-                self.tx = Tx::None;
-                return Ok(());
-            }
         };
         self.conn.prepare_cached(sql)?.execute([])?;
         self.tx = Tx::None;
@@ -798,8 +766,6 @@ impl Store for SqliteStore {
                     .execute_batch("ROLLBACK TO canopy_batch; RELEASE canopy_batch")?;
                 Ok(())
             }
-            // the calling statement rolls back when the function returns the error
-            Tx::Statement => Ok(()),
         }
     }
 }
