@@ -32,6 +32,11 @@ enum Journal {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     placements: FxHashMap<NodeId, Placement>,
+    /// Ancestor walks run on dense indexes: `index[node]` is the node's slot, `up[slot]` the
+    /// parent's slot (`NONE`: not placed), `ids[slot]` the node.
+    index: FxHashMap<NodeId, u32>,
+    up: Vec<u32>,
+    ids: Vec<NodeId>,
     children: FxHashMap<NodeId, BTreeSet<(Position, NodeId)>>,
     payloads: FxHashMap<NodeId, PayloadRecord>,
     /// Entries in insertion order; `order` indexes them by key, `replicas` by op id: entry
@@ -71,16 +76,30 @@ impl MemoryStore {
         self.index(id).map(|i| &mut self.entries[i])
     }
 
+    fn slot(&mut self, node: NodeId) -> u32 {
+        let (up, ids) = (&mut self.up, &mut self.ids);
+        *self.index.entry(node).or_insert_with(|| {
+            up.push(NONE);
+            ids.push(node);
+            (ids.len() - 1) as u32
+        })
+    }
+
     fn place(&mut self, node: NodeId, placement: Option<Placement>) -> Option<Placement> {
+        let slot = self.slot(node);
         let old = match placement {
             Some(p) => {
                 self.children
                     .entry(p.parent)
                     .or_default()
                     .insert((p.position.clone(), node));
+                self.up[slot as usize] = self.slot(p.parent);
                 self.placements.insert(node, p)
             }
-            None => self.placements.remove(&node),
+            None => {
+                self.up[slot as usize] = NONE;
+                self.placements.remove(&node)
+            }
         };
         if let Some(o) = &old {
             if let Some(set) = self.children.get_mut(&o.parent) {
@@ -132,7 +151,28 @@ impl Store for MemoryStore {
     }
 
     fn parent(&self, node: NodeId) -> Result<Option<NodeId>, Infallible> {
-        Ok(self.placements.get(&node).map(|p| p.parent))
+        Ok(self
+            .index
+            .get(&node)
+            .and_then(|&i| self.ids.get(*self.up.get(i as usize)? as usize))
+            .copied())
+    }
+
+    fn is_within(&self, node: NodeId, root: NodeId) -> Result<bool, Infallible> {
+        if node == root {
+            return Ok(true);
+        }
+        let (Some(&start), Some(&target)) = (self.index.get(&node), self.index.get(&root)) else {
+            return Ok(false);
+        };
+        let mut cur = self.up[start as usize];
+        while cur != NONE {
+            if cur == target {
+                return Ok(true);
+            }
+            cur = self.up[cur as usize];
+        }
+        Ok(false)
     }
 
     fn set_placement(

@@ -124,6 +124,24 @@ pub trait Store {
     fn parent(&self, node: NodeId) -> Result<Option<NodeId>, Self::Error> {
         Ok(self.placement(node)?.map(|p| p.parent))
     }
+    /// True if `node` is `root` or a descendant of it (walks `node`'s ancestors; the tree is
+    /// acyclic, so the walk ends). Provided; the engine's cycle checks and `is_deleted` call it,
+    /// so stores may answer it without a call per level.
+    fn is_within(&self, node: NodeId, root: NodeId) -> Result<bool, Self::Error> {
+        let mut n = node;
+        loop {
+            if n == root {
+                return Ok(true);
+            }
+            if n.is_reserved() {
+                return Ok(false);
+            }
+            match self.parent(n)? {
+                Some(p) => n = p,
+                None => return Ok(false),
+            }
+        }
+    }
     /// The op that set the payload of `node`, without reading the bytes. Provided; stores may
     /// answer it more cheaply than [`Store::payload`] (a delete checks it for a whole subtree).
     fn payload_set_by(&self, node: NodeId) -> Result<Option<OpId>, Self::Error> {

@@ -165,17 +165,10 @@ impl<S: Store, P: Policy> Tree<S, P> {
 
     /// True if TRASH is an ancestor of `node`.
     pub fn is_deleted(&self, node: NodeId) -> Result<bool, S::Error> {
-        if self.store.child_count(NodeId::TRASH)? == 0 {
+        if node.is_reserved() || self.store.child_count(NodeId::TRASH)? == 0 {
             return Ok(false);
         }
-        let mut n = node;
-        while let Some(p) = self.parent(n)? {
-            if p == NodeId::TRASH {
-                return Ok(true);
-            }
-            n = p;
-        }
-        Ok(false)
+        self.store.is_within(node, NodeId::TRASH)
     }
 
     /// The payload of `node`.

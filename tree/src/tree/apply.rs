@@ -512,22 +512,9 @@ impl<S: Store, P: Policy> Engine<'_, S, P> {
         Ok(())
     }
 
-    /// True if `node` is `root` or below it. Walks `node`'s ancestors (no depth cap: the tree
-    /// is acyclic, so the walk ends at ROOT, TRASH or a node whose parent is unknown).
+    /// True if `node` is `root` or below it (no depth cap: the tree is acyclic).
     fn is_within(&self, node: NodeId, root: NodeId) -> Result<bool, S::Error> {
-        let mut n = node;
-        loop {
-            if n == root {
-                return Ok(true);
-            }
-            if n.is_reserved() {
-                return Ok(false);
-            }
-            match self.store.parent(n)? {
-                Some(p) => n = p,
-                None => return Ok(false),
-            }
-        }
+        self.store.is_within(node, root)
     }
 
     /// The defensive-delete check: every node of the subtree was placed, and its payload set, by

@@ -180,15 +180,12 @@ impl<S: Store, P: Policy> Tree<S, P> {
 
     fn place_checked(&mut self, node: NodeId, parent: NodeId, place: Place) -> LocalResult<S, P> {
         self.live_parent(parent)?;
-        let mut n = parent;
-        loop {
-            if n == node {
-                return Err(LocalError::Cycle { node, parent });
-            }
-            match self.parent(n).map_err(LocalError::Store)? {
-                Some(p) => n = p,
-                None => break,
-            }
+        if self
+            .store
+            .is_within(parent, node)
+            .map_err(LocalError::Store)?
+        {
+            return Err(LocalError::Cycle { node, parent });
         }
         let position = self.position(parent, place, node)?;
         self.commit(OpKind::Move {
