@@ -36,4 +36,6 @@ cp "$REPO/Cargo.lock" "$LOCK"
   -Zlockfile-path --config "resolver.lockfile-path=\"$LOCK\"" \
   --config profile.release.debug=false \
   "$@" >&2
+cmp -s "$REPO/Cargo.lock" "$LOCK" \
+  || echo "wasm-build: note: Cargo.lock lacked entries for this build; resolved into $LOCK only (run a native cargo build to update Cargo.lock)" >&2
 echo "$CARGO_TARGET_DIR/wasm32-unknown-unknown/release"
