@@ -76,7 +76,9 @@ pub fn tree(b: u8) -> T {
 }
 
 /// Every logged op of `t`, in total order.
-pub fn log_ops(t: &T) -> Vec<Op> {
+pub fn log_ops<P: canopy_tree::Policy>(
+    t: &canopy_tree::Tree<canopy_tree::MemoryStore, P>,
+) -> Vec<Op> {
     use canopy_tree::Store;
     let min = canopy_tree::LogKey::new(Lamport::new(0), ReplicaId::from_bytes([0; 32]));
     t.store()
@@ -100,7 +102,10 @@ pub fn effect(t: &T, op: &Op) -> canopy_tree::Effect {
 }
 
 /// The visible state of `t`: every node's placement (parent, position) and payload, in node order.
-pub fn dump(t: &T, nodes: &[NodeId]) -> Vec<(NodeId, Option<(NodeId, Position)>, Option<Vec<u8>>)> {
+pub fn dump<P: canopy_tree::Policy>(
+    t: &canopy_tree::Tree<canopy_tree::MemoryStore, P>,
+    nodes: &[NodeId],
+) -> Vec<(NodeId, Option<(NodeId, Position)>, Option<Vec<u8>>)> {
     let mut nodes = nodes.to_vec();
     nodes.sort();
     nodes.dedup();

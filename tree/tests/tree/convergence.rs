@@ -5,11 +5,46 @@
 use std::collections::HashMap;
 
 use canopy_tree::{
-    ChangeEvent, Effect, MemoryStore, NodeId, Op, OpId, Place, Position, Store, Tree,
+    AllowAll, ChangeEvent, Decision, Effect, MemoryStore, NodeId, Op, OpId, OpKind, Place, Policy,
+    Position, ReplayView, Store, Tree,
 };
+
+type T<P> = Tree<MemoryStore, P>;
+
+/// A policy that depends on replay-time state: nothing may be created or moved into the subtree
+/// of one fixed node (replica 1's second created node).
+#[derive(Clone, Debug)]
+struct Fence(NodeId);
+
+impl Fence {
+    fn new() -> Self {
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&replica(1).as_bytes()[..8]);
+        id[8..].copy_from_slice(&2u64.to_be_bytes());
+        Fence(NodeId::from_bytes(id))
+    }
+}
+
+impl Policy for Fence {
+    type Reason = ();
+    fn decide<S: Store>(
+        &self,
+        op: &Op,
+        view: &ReplayView<'_, S>,
+    ) -> Result<Decision<()>, S::Error> {
+        match (op.kind(), view.new_parent()) {
+            (OpKind::Create { .. } | OpKind::Move { .. }, Some(p))
+                if view.is_within(p, self.0)? =>
+            {
+                Ok(Decision::Deny { reason: () })
+            }
+            _ => Ok(Decision::Allow),
+        }
+    }
+}
 use proptest::prelude::*;
 
-use crate::common::{dump, log_ops, replica, T};
+use crate::common::{dump, log_ops, replica};
 
 #[derive(Clone, Debug)]
 enum Action {
@@ -61,13 +96,13 @@ fn arb_action() -> impl Strategy<Value = Action> {
 }
 
 /// A replica and a mirror of its tree rebuilt only from change events.
-struct Replica {
-    tree: T,
+struct Replica<P: Policy> {
+    tree: T<P>,
     mirror: HashMap<NodeId, (NodeId, Position)>,
     payloads: HashMap<NodeId, Vec<u8>>,
 }
 
-impl Replica {
+impl<P: Policy> Replica<P> {
     fn events(&mut self, events: &[ChangeEvent]) {
         for e in events {
             match e {
@@ -132,7 +167,7 @@ impl Replica {
     }
 }
 
-fn place_of(t: &T, parent: NodeId, k: u8) -> Place {
+fn place_of<P: Policy>(t: &T<P>, parent: NodeId, k: u8) -> Place {
     let kids = t.children(parent, None, 8).unwrap();
     match (k % 4, kids.get(k as usize / 4 % kids.len().max(1))) {
         (0, _) | (_, None) => Place::First,
@@ -157,17 +192,17 @@ impl Rng {
     }
 }
 
-fn run(n_replicas: usize, script: Vec<(usize, Action)>, seed: u64) {
-    let mut reps: Vec<Replica> = (0..n_replicas)
+fn run<P: Policy + Clone>(policy: P, n_replicas: usize, script: Vec<(usize, Action)>, seed: u64) {
+    let mut reps: Vec<Replica<P>> = (0..n_replicas)
         .map(|i| Replica {
-            tree: Tree::new(MemoryStore::new(), replica(i as u8 + 1)),
+            tree: Tree::with_policy(MemoryStore::new(), replica(i as u8 + 1), policy.clone()),
             mirror: HashMap::new(),
             payloads: HashMap::new(),
         })
         .collect();
     let mut nodes: Vec<NodeId> = Vec::new();
     // A node this replica knows (index 0, or none known: ROOT).
-    let pick = |t: &T, nodes: &[NodeId], i: usize| -> NodeId {
+    let pick = |t: &T<P>, nodes: &[NodeId], i: usize| -> NodeId {
         let known: Vec<NodeId> = nodes
             .iter()
             .copied()
@@ -271,11 +306,11 @@ fn run(n_replicas: usize, script: Vec<(usize, Action)>, seed: u64) {
     }
 
     // A fresh replica given everything at once, in key order.
-    let mut fresh = Tree::new(MemoryStore::new(), replica(200));
+    let mut fresh = Tree::with_policy(MemoryStore::new(), replica(200), policy.clone());
     fresh.apply(all.clone()).unwrap();
     fresh.check_invariants().unwrap();
     let expected = dump(&fresh, &nodes);
-    let effects = |t: &T| -> Vec<(OpId, Effect)> {
+    let effects = |t: &T<P>| -> Vec<(OpId, Effect)> {
         all.iter()
             .map(|op| (op.id(), t.store().entry(op.id()).unwrap().unwrap().effect))
             .collect()
@@ -307,7 +342,16 @@ proptest! {
         script in proptest::collection::vec((0usize..5, arb_action()), 1..120),
         seed in any::<u64>(),
     ) {
-        run(n, script, seed);
+        run(AllowAll, n, script, seed);
+    }
+
+    #[test]
+    fn replicas_converge_under_a_state_dependent_policy(
+        n in 3usize..=5,
+        script in proptest::collection::vec((0usize..5, arb_action()), 1..120),
+        seed in any::<u64>(),
+    ) {
+        run(Fence::new(), n, script, seed);
     }
 }
 
