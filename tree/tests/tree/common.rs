@@ -101,11 +101,14 @@ pub fn effect(t: &T, op: &Op) -> canopy_tree::Effect {
     t.store().entry(op.id()).unwrap().expect("logged").effect
 }
 
+/// A node, its (parent, position) and its payload.
+pub type NodeState = (NodeId, Option<(NodeId, Position)>, Option<Vec<u8>>);
+
 /// The visible state of `t`: every node's placement (parent, position) and payload, in node order.
 pub fn dump<P: canopy_tree::Policy>(
     t: &canopy_tree::Tree<canopy_tree::MemoryStore, P>,
     nodes: &[NodeId],
-) -> Vec<(NodeId, Option<(NodeId, Position)>, Option<Vec<u8>>)> {
+) -> Vec<NodeState> {
     let mut nodes = nodes.to_vec();
     nodes.sort();
     nodes.dedup();
