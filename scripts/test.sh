@@ -54,6 +54,10 @@ WASM_OUT=$(scripts/wasm-build.sh -p canopy-tree -p canopy-wasm-smoke \
 phase "wasm: smoke test under Node (MemoryStore + SqliteStore in wasm)"
 node tree/wasm-smoke/smoke.mjs "$WASM_OUT/canopy_wasm_smoke.wasm" --sqlite
 
+phase "sqlite extension: build + tests through an sqlite3 shell (sqlite-ext/, its own lockfile)"
+# outside the workspace: rusqlite's loadable_extension must not be unified with bundled
+cargo test --manifest-path sqlite-ext/Cargo.toml --target-dir target/sqlite-ext
+
 phase "done"
 echo "=== phase timings"
 printf '%s\n' "${SUMMARY[@]}"

@@ -21,6 +21,9 @@ if [ "$(version_of sqlite3)" -ge "$MIN" ]; then
   exit 0
 fi
 if [ ! -x "$CACHE/sqlite3" ]; then
+  if ! command -v npm >/dev/null; then
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends npm; } >&2
+  fi
   echo "sqlite3-shell: system sqlite3 $(sqlite3 --version | cut -d' ' -f1) is older than 3.45.3; building the official shell from $AUTOCONF" >&2
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT

@@ -5,6 +5,7 @@ use std::time::Instant;
 use clap::Subcommand;
 
 mod seed;
+mod sqlite;
 mod tree;
 
 /// Benchmark suites.
@@ -14,6 +15,9 @@ pub enum BenchCmd {
     Seed(seed::SeedArgs),
     /// Tree workloads: move-to-first, random moves, two-replica merge, key lengths.
     Tree(tree::TreeArgs),
+    /// A 1M-node SQLite document: build time, file size, open + first children page in a fresh
+    /// process (latency, peak RSS).
+    Sqlite(sqlite::SqliteArgs),
 }
 
 /// Runs a benchmark suite.
@@ -21,6 +25,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
     match cmd {
         BenchCmd::Seed(args) => seed::run(args),
         BenchCmd::Tree(args) => tree::run(args),
+        BenchCmd::Sqlite(args) => sqlite::run(args),
     }
 }
 

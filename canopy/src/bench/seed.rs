@@ -9,7 +9,8 @@
 
 use anyhow::{ensure, Context};
 use canopy_tree::{
-    Lamport, MemoryStore, NodeId, Op, OpId, OpKind, Place, Position, ReplicaId, Store, Tree,
+    Lamport, MemoryStore, NodeId, Op, OpId, OpKind, Place, Position, ReplicaId, SqliteStore, Store,
+    Tree,
 };
 use clap::{Args, ValueEnum};
 
@@ -22,6 +23,10 @@ const SIZES: [u64; 3] = [100, 1000, 10_000];
 pub enum Tier {
     /// The Rust core with the in-memory store.
     Core,
+    /// The SQLite store on an in-memory database.
+    SqliteMemory,
+    /// The SQLite store on a file (WAL, synchronous=NORMAL) in the temp directory.
+    SqliteFile,
 }
 
 /// `canopy bench seed`.
@@ -51,6 +56,22 @@ pub fn run(args: SeedArgs) -> anyhow::Result<()> {
     ensure!(args.runs >= 5, "--runs must be at least 5");
     let (tier, figures) = match args.tier {
         Tier::Core => ("core", workloads(|| Ok(MemoryStore::new()), args.runs)?),
+        Tier::SqliteMemory => (
+            "sqlite-memory",
+            workloads(|| Ok(SqliteStore::open_in_memory()?), args.runs)?,
+        ),
+        Tier::SqliteFile => {
+            let dir = super::sqlite::TempDir::new("seed")?;
+            let mut k = 0;
+            let figures = workloads(
+                || {
+                    k += 1;
+                    Ok(SqliteStore::open(dir.path().join(format!("{k}.canopy")))?)
+                },
+                args.runs,
+            )?;
+            ("sqlite-file", figures)
+        }
     };
     if args.json {
         let rows: Vec<serde_json::Value> = figures
