@@ -231,7 +231,9 @@ pub fn key(cmd: KeyCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The grant's policy, subject and expiry, plus the issuer's proof tokens.
+/// A grant's command, policy, subject and expiry, plus the issuer's proof tokens.
+type GrantParts = (Command, Policy, Did, Option<u64>, Vec<Vec<u8>>);
+
 fn grant_parts(
     issuer: &SecretKey,
     g: &GrantArgs,

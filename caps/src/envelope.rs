@@ -160,7 +160,7 @@ impl Envelope {
             .iter()
             .find(|v| tag_text == format!("{kind}@{v}"))
             .map(|version| Tag { kind, version })
-            .ok_or_else(|| DecodeError::WrongTag {
+            .ok_or(DecodeError::WrongTag {
                 found: tag_text,
                 expected: kind,
             })?;

@@ -35,12 +35,10 @@ pub enum ClaimError {
         issuer: Did,
     },
     /// A delegation's command does not prove the requested command.
-    #[error("delegation {cid} grants {granted}, which does not prove {requested}")]
+    #[error("the command of delegation {cid} does not prove {requested}")]
     CommandNotCovered {
         /// The delegation.
         cid: Cid,
-        /// Its command.
-        granted: Command,
         /// The command requested.
         requested: Command,
     },
@@ -80,24 +78,18 @@ pub enum VerifyError {
         at: u64,
     },
     /// A delegation's audience is not the next issuer (or the invoker).
-    #[error(
-        "InvalidAudience: {cid} is addressed to {audience}, but the next principal is {expected}"
-    )]
+    #[error("InvalidAudience: {cid} is not addressed to the next principal, {expected}")]
     InvalidAudience {
         /// The delegation.
         cid: Cid,
-        /// Its audience.
-        audience: Did,
         /// The next delegation's issuer, or the invoker.
         expected: Did,
     },
     /// A delegation's subject is not the request's subject.
-    #[error("InvalidSubject: {cid} is for subject {found}, the request is for {expected}")]
+    #[error("InvalidSubject: {cid} is for another subject than the request's, {expected}")]
     InvalidSubject {
         /// The delegation.
         cid: Cid,
-        /// Its subject.
-        found: Did,
         /// The request's subject.
         expected: Did,
     },
@@ -419,7 +411,6 @@ impl Verifier {
             if d.audience() != expected {
                 return Err(VerifyError::InvalidAudience {
                     cid: d.cid(),
-                    audience: *d.audience(),
                     expected: *expected,
                 });
             }
@@ -445,7 +436,6 @@ impl Verifier {
                 if sub != subject {
                     return Err(VerifyError::InvalidSubject {
                         cid: d.cid(),
-                        found: *sub,
                         expected: *subject,
                     });
                 }
@@ -456,7 +446,6 @@ impl Verifier {
             if !d.command().proves(command) {
                 return Err(VerifyError::InvalidClaim(ClaimError::CommandNotCovered {
                     cid: d.cid(),
-                    granted: d.command().clone(),
                     requested: command.clone(),
                 }));
             }
