@@ -41,6 +41,9 @@ cargo test --workspace --doc
 phase "wasm: toolchain setup (scripts/setup-wasm.sh, idempotent)"
 scripts/setup-wasm.sh
 
+phase "wasm: build canopy-caps for wasm32-unknown-unknown (pure core: must build)"
+scripts/wasm-build.sh -p canopy-caps >/dev/null
+
 phase "wasm: build canopy-tree + smoke module for wasm32-unknown-unknown"
 WASM_OUT=$(scripts/wasm-build.sh -p canopy-tree -p canopy-wasm-smoke | tail -1)
 
