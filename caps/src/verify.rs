@@ -254,15 +254,37 @@ impl Authorized {
 
 /// Validates chains. Keeps decoded, signature-checked delegations keyed by CID, so a chain seen
 /// before costs hash-map look-ups and policy evaluation, and no signature checks.
-#[derive(Debug, Default)]
+///
+/// The cache holds at most [`Verifier::DEFAULT_CAPACITY`] delegations (or the limit given to
+/// [`Verifier::with_capacity_limit`]); when a new delegation would exceed it, the cache is emptied
+/// first. Only speed depends on the cache, never a decision.
+#[derive(Debug)]
 pub struct Verifier {
     cache: HashMap<Cid, Arc<Delegation>>,
+    limit: usize,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Self::with_capacity_limit(Self::DEFAULT_CAPACITY)
+    }
 }
 
 impl Verifier {
-    /// An empty verifier.
+    /// Default cache limit, in delegations.
+    pub const DEFAULT_CAPACITY: usize = 65_536;
+
+    /// An empty verifier with the default cache limit.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty verifier caching at most `limit` delegations (at least 8, one full chain).
+    pub fn with_capacity_limit(limit: usize) -> Self {
+        Verifier {
+            cache: HashMap::new(),
+            limit: limit.max(MAX_CHAIN_DEPTH),
+        }
     }
 
     /// Number of cached delegations.
@@ -316,6 +338,9 @@ impl Verifier {
                     issuer: *d.issuer(),
                 });
             }
+        }
+        if self.cache.len() + fresh.len() > self.limit {
+            self.cache.clear();
         }
         for d in fresh {
             self.cache.insert(d.cid(), d);

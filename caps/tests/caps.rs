@@ -481,6 +481,32 @@ fn cache_is_keyed_by_cid_and_skips_signatures() {
         v.check(&chain, &Proofs::new(), &req, &ctx),
         Err(VerifyError::UnavailableProof { .. })
     ));
+    // A bounded cache empties itself instead of growing; decisions do not change.
+    let keys: Vec<SecretKey> = (1..=9).map(key).collect();
+    let mut long = Proofs::new();
+    let chain8: Vec<Cid> = (0..8)
+        .map(|i| {
+            long.insert(
+                simple(&keys[i], &keys[i + 1], &keys[0], "/tree")
+                    .to_bytes()
+                    .to_vec(),
+            )
+        })
+        .collect();
+    let (k0, k8, tree) = (keys[0].did(), keys[8].did(), cmd("/tree"));
+    let req8 = Request {
+        subject: &k0,
+        invoker: &k8,
+        command: &tree,
+        args: &args,
+    };
+    let mut small = Verifier::with_capacity_limit(8);
+    small.check(&chain8, &long, &req8, &ctx).unwrap();
+    assert_eq!(small.cached(), 8);
+    small.check(&chain, &proofs, &req, &ctx).unwrap();
+    assert_eq!(small.cached(), 2);
+    small.check(&chain8, &long, &req8, &ctx).unwrap();
+    assert_eq!(small.cached(), 8);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -896,7 +922,11 @@ const CMDS: [&str; 6] = [
 ];
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // 64 cases by default keeps the suite fast on 2 cores; PROPTEST_CASES raises it for long runs.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        ..ProptestConfig::default()
+    })]
 
     /// Attenuation: whatever a two-delegation chain allows, its first delegation alone allows too
     /// (a delegation never grants more than its proof).
