@@ -1239,3 +1239,90 @@ fn spec_vectors() {
         assert_eq!(pol.matches(&args), case["matches"].as_bool().unwrap());
     }
 }
+
+/// Exhaustive companion to the `attenuation` property over a small grid, which also shows the
+/// property is not vacuous: the grid has both allowed and denied requests.
+#[test]
+fn attenuation_grid() {
+    let (o, a, b) = (key(1), key(2), key(3));
+    let (od, ad, bd) = (o.did(), a.did(), b.did());
+    let revs = Revocations::new();
+    let ctx = Context {
+        time: 0,
+        revocations: &revs,
+        op: None,
+    };
+    let mut proofs = Proofs::new();
+    let mut v = Verifier::new();
+    let (mut allowed, mut denied) = (0, 0);
+    for r0 in 0u8..=6 {
+        let d0 = grant(Grant {
+            from: &o,
+            to: ad,
+            sub: Some(od),
+            cmd: "/tree",
+            pol: subtree_policy(&node(r0), &[]),
+            exp: None,
+            nbf: None,
+        });
+        let k0 = proofs.insert(d0.to_bytes().to_vec());
+        for r1 in 0u8..=6 {
+            let d1 = grant(Grant {
+                from: &a,
+                to: bd,
+                sub: Some(od),
+                cmd: "/tree/write",
+                pol: subtree_policy(&node(r1), &[]),
+                exp: None,
+                nbf: None,
+            });
+            let k1 = proofs.insert(d1.to_bytes().to_vec());
+            for target in 0u8..=6 {
+                let (n, anc) = (node(target), ancestors_of(target));
+                let chain = authorize(
+                    &mut v,
+                    &proofs,
+                    &[k0, k1],
+                    &TreeRequest {
+                        owner: &od,
+                        actor: &bd,
+                        ability: Ability::WriteMove,
+                        node: &n,
+                        ancestors: &anc,
+                    },
+                    &ctx,
+                );
+                let alone = authorize(
+                    &mut v,
+                    &proofs,
+                    &[k0],
+                    &TreeRequest {
+                        owner: &od,
+                        actor: &ad,
+                        ability: Ability::WriteMove,
+                        node: &n,
+                        ancestors: &anc,
+                    },
+                    &ctx,
+                );
+                // Allowed exactly when the target is inside both subtrees.
+                let inside = |r: u8| r == target || anc.contains(&node(r));
+                assert_eq!(
+                    chain.is_allowed(),
+                    inside(r0) && inside(r1),
+                    "r0={r0} r1={r1} target={target}"
+                );
+                assert!(!chain.is_allowed() || alone.is_allowed());
+                if chain.is_allowed() {
+                    allowed += 1
+                } else {
+                    denied += 1
+                }
+            }
+        }
+    }
+    assert!(
+        allowed > 20 && denied > 20,
+        "allowed {allowed}, denied {denied}"
+    );
+}
