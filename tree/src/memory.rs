@@ -1,8 +1,6 @@
 //! The in-memory [`Store`]: the reference model other stores are property-tested against.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::ops::Bound;
 
 use rustc_hash::FxHashMap;
 
@@ -10,6 +8,11 @@ use crate::id::{Lamport, LogKey, NodeId, OpId, ReplicaId};
 use crate::op::{Op, VersionVector};
 use crate::position::Position;
 use crate::store::{Child, Effect, LogEntry, PayloadRecord, Placement, Store, Undo};
+
+mod kids;
+mod order;
+use kids::Kids;
+use order::LogOrder;
 
 const NONE: u32 = u32::MAX;
 
@@ -37,12 +40,12 @@ pub struct MemoryStore {
     index: FxHashMap<NodeId, u32>,
     up: Vec<u32>,
     ids: Vec<NodeId>,
-    children: FxHashMap<NodeId, BTreeSet<(Position, NodeId)>>,
+    children: FxHashMap<NodeId, Kids>,
     payloads: FxHashMap<NodeId, PayloadRecord>,
     /// Entries in insertion order; `order` indexes them by key, `replicas` by op id: entry
     /// `seq` of a replica is at `replicas[replica][seq - 1]` (the log is gap-free per replica).
     entries: Vec<LogEntry>,
-    order: BTreeMap<LogKey, u32>,
+    order: LogOrder,
     replicas: FxHashMap<ReplicaId, Vec<u32>>,
     pending: FxHashMap<OpId, Vec<Op>>,
     pending_awaits: FxHashMap<OpId, OpId>,
@@ -56,26 +59,31 @@ impl MemoryStore {
         Self::default()
     }
 
+    #[inline]
     fn record(&mut self, j: Journal) {
         if self.in_txn {
             self.journal.push(j);
         }
     }
 
+    #[inline]
     fn index(&self, id: &OpId) -> Option<usize> {
         let seqs = self.replicas.get(&id.replica())?;
         let i = *seqs.get(usize::try_from(id.seq().checked_sub(1)?).ok()?)?;
         (i != NONE).then_some(i as usize)
     }
 
+    #[inline]
     fn get(&self, id: &OpId) -> Option<&LogEntry> {
         self.index(id).map(|i| &self.entries[i])
     }
 
+    #[inline]
     fn get_mut(&mut self, id: &OpId) -> Option<&mut LogEntry> {
         self.index(id).map(|i| &mut self.entries[i])
     }
 
+    #[inline]
     fn slot(&mut self, node: NodeId) -> u32 {
         let (up, ids) = (&mut self.up, &mut self.ids);
         *self.index.entry(node).or_insert_with(|| {
@@ -146,10 +154,12 @@ impl MemoryStore {
 impl Store for MemoryStore {
     type Error = Infallible;
 
+    #[inline]
     fn placement(&self, node: NodeId) -> Result<Option<Placement>, Infallible> {
         Ok(self.placements.get(&node).cloned())
     }
 
+    #[inline]
     fn parent(&self, node: NodeId) -> Result<Option<NodeId>, Infallible> {
         Ok(self
             .index
@@ -158,6 +168,7 @@ impl Store for MemoryStore {
             .copied())
     }
 
+    #[inline]
     fn is_within(&self, node: NodeId, root: NodeId) -> Result<bool, Infallible> {
         if node == root {
             return Ok(true);
@@ -175,6 +186,7 @@ impl Store for MemoryStore {
         Ok(false)
     }
 
+    #[inline]
     fn set_placement(
         &mut self,
         node: NodeId,
@@ -188,14 +200,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    #[inline]
     fn payload(&self, node: NodeId) -> Result<Option<PayloadRecord>, Infallible> {
         Ok(self.payloads.get(&node).cloned())
     }
 
+    #[inline]
     fn payload_set_by(&self, node: NodeId) -> Result<Option<OpId>, Infallible> {
         Ok(self.payloads.get(&node).map(|p| p.set_by))
     }
 
+    #[inline]
     fn set_payload(
         &mut self,
         node: NodeId,
@@ -211,70 +226,59 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    #[inline]
     fn children(
         &self,
         parent: NodeId,
         after: Option<(&Position, NodeId)>,
         limit: usize,
     ) -> Result<Vec<Child>, Infallible> {
-        let Some(set) = self.children.get(&parent) else {
+        let Some(kids) = self.children.get(&parent) else {
             return Ok(Vec::new());
         };
-        let lower = match after {
-            Some((p, n)) => Bound::Excluded((p.clone(), n)),
-            None => Bound::Unbounded,
-        };
-        Ok(set
-            .range((lower, Bound::Unbounded))
-            .take(limit)
-            .map(|(position, node)| Child {
-                node: *node,
-                position: position.clone(),
-            })
-            .collect())
+        let after = after.map(|(p, n)| (p.clone(), n));
+        Ok(kids.page(after.as_ref(), limit))
     }
 
+    #[inline]
     fn child_before(
         &self,
         parent: NodeId,
         before: Option<(&Position, NodeId)>,
     ) -> Result<Option<Child>, Infallible> {
-        let Some(set) = self.children.get(&parent) else {
+        let Some(kids) = self.children.get(&parent) else {
             return Ok(None);
         };
-        let upper = match before {
-            Some((p, n)) => Bound::Excluded((p.clone(), n)),
-            None => Bound::Unbounded,
-        };
-        Ok(set
-            .range((Bound::Unbounded, upper))
-            .next_back()
-            .map(|(position, node)| Child {
-                node: *node,
-                position: position.clone(),
-            }))
+        let before = before.map(|(p, n)| (p.clone(), n));
+        Ok(kids.before(before.as_ref()))
     }
 
+    #[inline]
     fn child_count(&self, parent: NodeId) -> Result<u64, Infallible> {
         Ok(self.children.get(&parent).map_or(0, |s| s.len() as u64))
     }
 
+    #[inline]
     fn node_count(&self) -> Result<u64, Infallible> {
         Ok(self.placements.len() as u64)
     }
 
+    #[inline]
     fn entry(&self, id: OpId) -> Result<Option<LogEntry>, Infallible> {
         Ok(self.get(&id).cloned())
     }
 
+    #[inline]
     fn entry_lamport(&self, id: OpId) -> Result<Option<Lamport>, Infallible> {
         Ok(self.get(&id).map(|e| e.op.lamport()))
     }
 
+    #[inline]
     fn log_insert(&mut self, entry: &LogEntry) -> Result<(), Infallible> {
         self.log_push(entry.clone())
     }
 
+    #[inline]
     fn log_push(&mut self, entry: LogEntry) -> Result<(), Infallible> {
         let id = entry.op.id();
         let index = self.entries.len() as u32;
@@ -295,6 +299,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    #[inline]
     fn log_update(&mut self, id: OpId, effect: Effect, undo: &[Undo]) -> Result<(), Infallible> {
         let Some(e) = self.get_mut(&id) else {
             return Ok(());
@@ -305,26 +310,32 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    #[inline]
     fn log_last(&self) -> Result<Option<LogKey>, Infallible> {
-        Ok(self.order.keys().next_back().copied())
+        Ok(self.order.last())
     }
 
+    #[inline]
     fn log_after(&self, key: LogKey) -> Result<Vec<LogEntry>, Infallible> {
         Ok(self
             .order
-            .range((Bound::Excluded(key), Bound::Unbounded))
-            .map(|(_, &i)| self.entries[i as usize].clone())
+            .after(Some(key))
+            .into_iter()
+            .map(|i| self.entries[i as usize].clone())
             .collect())
     }
 
+    #[inline]
     fn log_len(&self) -> Result<u64, Infallible> {
         Ok(self.entries.len() as u64)
     }
 
+    #[inline]
     fn max_seq(&self, replica: ReplicaId) -> Result<u64, Infallible> {
         Ok(self.replicas.get(&replica).map_or(0, |s| s.len() as u64))
     }
 
+    #[inline]
     fn frontier(&self) -> Result<VersionVector, Infallible> {
         Ok(self
             .replicas
@@ -333,21 +344,19 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    #[inline]
     fn max_lamport(&self) -> Result<Lamport, Infallible> {
-        Ok(self
-            .order
-            .keys()
-            .next_back()
-            .map(|k| k.lamport())
-            .unwrap_or_default())
+        Ok(self.order.last().map(|k| k.lamport()).unwrap_or_default())
     }
 
+    #[inline]
     fn pending_insert(&mut self, awaits: OpId, op: &Op) -> Result<(), Infallible> {
         self.pending_put(awaits, op.clone());
         self.record(Journal::PendingInserted(Box::new((awaits, op.id()))));
         Ok(())
     }
 
+    #[inline]
     fn pending_take(&mut self, awaits: OpId) -> Result<Vec<Op>, Infallible> {
         let ops = self.pending.remove(&awaits).unwrap_or_default();
         for op in &ops {
@@ -359,6 +368,7 @@ impl Store for MemoryStore {
         Ok(ops)
     }
 
+    #[inline]
     fn pending_get(&self, id: OpId) -> Result<Option<Op>, Infallible> {
         Ok(self.pending_awaits.get(&id).and_then(|a| {
             self.pending
@@ -367,22 +377,26 @@ impl Store for MemoryStore {
         }))
     }
 
+    #[inline]
     fn pending_len(&self) -> Result<u64, Infallible> {
         Ok(self.pending_awaits.len() as u64)
     }
 
+    #[inline]
     fn begin(&mut self) -> Result<(), Infallible> {
         self.journal.clear();
         self.in_txn = true;
         Ok(())
     }
 
+    #[inline]
     fn commit(&mut self) -> Result<(), Infallible> {
         self.journal.clear();
         self.in_txn = false;
         Ok(())
     }
 
+    #[inline]
     fn rollback(&mut self) -> Result<(), Infallible> {
         if !self.in_txn {
             return Ok(());
@@ -445,7 +459,12 @@ mod tests {
         pending.sort();
         let mut children: Vec<_> = s.children.iter().collect();
         children.sort_by_key(|(n, _)| **n);
-        let log: Vec<_> = s.order.values().map(|&i| &s.entries[i as usize]).collect();
+        let log: Vec<_> = s
+            .order
+            .after(None)
+            .into_iter()
+            .map(|i| &s.entries[i as usize])
+            .collect();
         format!(
             "{placements:?}{payloads:?}{pending:?}{children:?}{log:?}{:?}",
             s.frontier()

@@ -296,7 +296,22 @@ impl PartialOrd for Position {
     }
 }
 impl Ord for Position {
+    /// Lexicographic byte order. Inline positions compare their zero-padded first 16 bytes as one
+    /// big-endian integer first (sibling indexes compare positions a lot): if those differ, that
+    /// is the lexicographic answer, because zero padding sorts a prefix before its extensions.
+    #[inline]
     fn cmp(&self, other: &Self) -> Ordering {
+        if let (Repr::Inline { buf: a, .. }, Repr::Inline { buf: b, .. }) = (&self.0, &other.0) {
+            let head = |x: &[u8; INLINE]| {
+                let mut w = [0u8; 16];
+                w.copy_from_slice(&x[..16]);
+                u128::from_be_bytes(w)
+            };
+            match head(a).cmp(&head(b)) {
+                Ordering::Equal => {}
+                unequal => return unequal,
+            }
+        }
         self.as_bytes().cmp(other.as_bytes())
     }
 }

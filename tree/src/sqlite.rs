@@ -769,3 +769,37 @@ impl Store for SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tmp_reprepare {
+    #[test]
+    fn reprepare_counts() {
+        let st = super::SqliteStore::open_in_memory().unwrap();
+        let conn = st.connection();
+        let sqls = [
+            "SELECT node, position FROM nodes WHERE parent = ?1 ORDER BY position DESC, node DESC LIMIT 1",
+            "SELECT node, position FROM nodes WHERE parent = ?1 ORDER BY position DESC, node DESC",
+            "SELECT node, position FROM nodes WHERE parent = ?1 ORDER BY position, node LIMIT 1",
+            "SELECT node, position FROM nodes WHERE parent = ?1 LIMIT 1",
+            "SELECT node FROM nodes WHERE parent = ?1 ORDER BY position DESC LIMIT 1",
+            "SELECT replica, seq, op FROM pending WHERE awaits_rep = ?1 AND awaits_seq = ?2 ORDER BY id",
+            "SELECT replica, seq, op FROM pending WHERE awaits_rep = ?1 AND awaits_seq = ?2",
+            "SELECT parent FROM nodes WHERE node = ?1",
+        ];
+        for sql in sqls {
+            let mut stmt = conn.prepare(sql).unwrap();
+            for i in 0..50i64 {
+                let n = stmt.parameter_count();
+                let b = i.to_be_bytes();
+                let mut rows = if n == 1 {
+                    stmt.query([&b[..]]).unwrap()
+                } else {
+                    stmt.query(rusqlite::params![i, i]).unwrap()
+                };
+                while rows.next().unwrap().is_some() {}
+            }
+            let rep = stmt.get_status(rusqlite::StatementStatus::RePrepare);
+            eprintln!("reprep={rep:3} {sql}");
+        }
+    }
+}

@@ -24,6 +24,7 @@ pub struct Tree<S: Store, P: Policy = AllowAll> {
     store: S,
     policy: P,
     replica: ReplicaId,
+    scratch: apply::Scratch,
 }
 
 impl<S: Store, P: Policy + fmt::Debug> fmt::Debug for Tree<S, P> {
@@ -49,6 +50,7 @@ impl<S: Store, P: Policy> Tree<S, P> {
             store,
             policy,
             replica,
+            scratch: apply::Scratch::default(),
         }
     }
 
@@ -83,7 +85,7 @@ impl<S: Store, P: Policy> Tree<S, P> {
         ops: I,
     ) -> Result<ApplyReport<P::Reason>, ApplyError<S::Error>> {
         self.store.begin().map_err(ApplyError::Store)?;
-        match apply::run(&mut self.store, &self.policy, ops) {
+        match apply::run(&mut self.store, &self.policy, &mut self.scratch, ops) {
             Ok(report) => match self.store.commit() {
                 Ok(()) => Ok(report),
                 Err(e) => {

@@ -27,25 +27,52 @@ enum Admit {
 }
 
 /// Applies one batch inside the caller's transaction.
+/// Buffers reused across batches (a batch of one op should not allocate a dozen times).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    ready: Vec<(Op, Origin)>,
+    admitted: Admitted,
+    parked_inputs: FxHashMap<OpId, usize>,
+    work: Vec<(Op, Origin)>,
+    touched: Touched,
+}
+
+impl Scratch {
+    fn clear(&mut self) {
+        self.ready.clear();
+        self.admitted.clear();
+        self.parked_inputs.clear();
+        self.work.clear();
+        self.touched.order.clear();
+        self.touched.index.clear();
+    }
+}
+
 pub(crate) fn run<S: Store, P: Policy>(
     store: &mut S,
     policy: &P,
+    scratch: &mut Scratch,
     ops: impl IntoIterator<Item = Op>,
 ) -> Result<ApplyReport<P::Reason>, S::Error> {
+    scratch.clear();
     let ops = ops.into_iter();
     let hint = ops.size_hint().0;
     let mut outcomes: Vec<(OpId, Option<Outcome<P::Reason>>)> = Vec::with_capacity(hint);
     let mut released: Vec<(OpId, Option<Outcome<P::Reason>>)> = Vec::new();
-    let mut ready: Vec<(Op, Origin)> = Vec::with_capacity(hint);
-    let mut batch = Admitted::default();
-    let mut parked_inputs: FxHashMap<OpId, usize> = FxHashMap::default();
-    let mut work: Vec<(Op, Origin)> = Vec::new();
+    let Scratch {
+        ready,
+        admitted: batch,
+        parked_inputs,
+        work,
+        touched,
+    } = scratch;
+    ready.reserve(hint);
 
     for op in ops {
         outcomes.push((op.id(), None));
         work.push((op, Origin::Input(outcomes.len() - 1)));
         while let Some((op, origin)) = work.pop() {
-            let admitted = admit(store, &batch, &ready, &op)?;
+            let admitted = admit(store, batch, ready, &op)?;
             let slot = match origin {
                 Origin::Input(i) => &mut outcomes[i].1,
                 Origin::Released(i) => &mut released[i].1,
@@ -79,13 +106,12 @@ pub(crate) fn run<S: Store, P: Policy>(
         }
     }
 
+    touched.order.reserve(ready.len());
+    touched.index.reserve(ready.len());
     let mut engine = Engine {
         store,
         policy,
-        touched: Touched {
-            order: Vec::with_capacity(ready.len()),
-            index: FxHashMap::with_capacity_and_hasher(ready.len(), Default::default()),
-        },
+        touched,
     };
     if !ready.is_empty() {
         ready.sort_unstable_by_key(|(op, _)| op.key());
@@ -100,7 +126,7 @@ pub(crate) fn run<S: Store, P: Policy>(
             }
         }
         let mut redo = redo.into_iter().peekable();
-        for (op, origin) in ready {
+        for (op, origin) in ready.drain(..) {
             while let Some(e) = redo.next_if(|e| e.op.key() < op.key()) {
                 engine.redo(e)?;
             }
@@ -203,6 +229,15 @@ struct Admitted {
 }
 
 impl Admitted {
+    /// Empties the index, keeping the per-replica buffers of a modest number of replicas.
+    fn clear(&mut self) {
+        if self.replicas.len() > 64 {
+            self.replicas.clear();
+        } else {
+            self.replicas.values_mut().for_each(|(_, v)| v.clear());
+        }
+    }
+
     fn get(&self, id: &OpId) -> Option<(Lamport, usize)> {
         let (base, v) = self.replicas.get(&id.replica())?;
         let i = usize::try_from(id.seq().checked_sub(*base)?).ok()?;
@@ -214,6 +249,9 @@ impl Admitted {
             .replicas
             .entry(id.replica())
             .or_insert_with(|| (id.seq(), Vec::new()));
+        if v.is_empty() {
+            *base = id.seq();
+        }
         debug_assert_eq!(id.seq(), *base + v.len() as u64, "admitted out of order");
         v.push((lamport, index));
     }
@@ -320,6 +358,7 @@ struct Before {
 }
 
 /// Nodes the batch touched, in first-touch order, with their state before the batch.
+#[derive(Default)]
 struct Touched {
     order: Vec<(NodeId, Before)>,
     index: FxHashMap<NodeId, u32>,
@@ -351,7 +390,7 @@ impl Touched {
 struct Engine<'a, S, P> {
     store: &'a mut S,
     policy: &'a P,
-    touched: Touched,
+    touched: &'a mut Touched,
 }
 
 impl<S: Store, P: Policy> Engine<'_, S, P> {

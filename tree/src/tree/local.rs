@@ -107,10 +107,14 @@ impl<S: Store, P: Policy> Tree<S, P> {
         place: Place,
         payload: Option<Payload>,
     ) -> LocalResult<S, P> {
-        let (id, _) = self.next_id()?;
+        let seq = self
+            .store
+            .max_seq(self.replica)
+            .map_err(LocalError::Store)?;
+        let seq = seq.checked_add(1).ok_or(LocalError::SeqExhausted)?;
         let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&id.replica().as_bytes()[..8]);
-        bytes[8..].copy_from_slice(&id.seq().to_be_bytes());
+        bytes[..8].copy_from_slice(&self.replica.as_bytes()[..8]);
+        bytes[8..].copy_from_slice(&seq.to_be_bytes());
         self.create_with_id(NodeId::from_bytes(bytes), parent, place, payload)
     }
 
