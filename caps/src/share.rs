@@ -174,14 +174,23 @@ impl ShareLink {
                 Ipld::List(self.proofs.iter().cloned().map(Ipld::Bytes).collect()),
             ),
         ]));
-        let mut bytes = Zeroizing::new(encode_ipld(&payload));
-        let url = Zeroizing::new(format!(
-            "{}#{FRAGMENT_PREFIX}{}",
-            base.split('#').next().unwrap_or(""),
-            URL_SAFE_NO_PAD.encode(&bytes[..])
+        let bytes = Zeroizing::new(encode_ipld(&payload));
+        // Wipe the payload's copy of the seed (`bytes` and the returned URL wipe themselves).
+        if let Ipld::Map(mut map) = payload {
+            if let Some(Ipld::Bytes(mut seed)) = map.remove("key") {
+                zeroize::Zeroize::zeroize(&mut seed);
+            }
+        }
+        let mut fragment = Zeroizing::new(String::new());
+        URL_SAFE_NO_PAD.encode_string(&bytes[..], &mut fragment);
+        let base = base.split('#').next().unwrap_or("");
+        let mut url = Zeroizing::new(String::with_capacity(
+            base.len() + 1 + FRAGMENT_PREFIX.len() + fragment.len(),
         ));
-        zeroize::Zeroize::zeroize(&mut *bytes);
-        drop(payload);
+        url.push_str(base);
+        url.push('#');
+        url.push_str(FRAGMENT_PREFIX);
+        url.push_str(&fragment);
         url
     }
 
