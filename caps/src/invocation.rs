@@ -34,6 +34,7 @@ pub struct InvocationFields {
 #[derive(Debug, Clone)]
 pub struct Invocation {
     envelope: Envelope,
+    bytes: Vec<u8>,
     issuer: Did,
     subject: Did,
     audience: Option<Did>,
@@ -50,7 +51,7 @@ impl Invocation {
         issuer: &SecretKey,
         fields: InvocationFields,
         rng: &mut R,
-    ) -> Vec<u8> {
+    ) -> Self {
         let mut nonce = vec![0u8; 16];
         rng.fill_bytes(&mut nonce);
         let s = |x: String| Ipld::String(x);
@@ -79,14 +80,12 @@ impl Invocation {
                 Ipld::Integer(iat.min(MAX_SAFE_INT).into()),
             );
         }
-        Envelope::seal(
-            issuer,
-            Tag {
-                kind: INV,
-                version: "1.0.0",
-            },
-            p,
-        )
+        let tag = Tag {
+            kind: INV,
+            version: "1.0.0",
+        };
+        let bytes = Envelope::seal(issuer, tag, p);
+        Self::decode(&bytes).expect("a freshly sealed invocation decodes")
     }
 
     /// Decodes an invocation envelope (tags `ucan/inv@1.0.0` and `ucan/inv@1.0.0-rc.1`).
@@ -113,6 +112,7 @@ impl Invocation {
         f.finish()?;
         Ok(Invocation {
             envelope,
+            bytes: bytes.to_vec(),
             issuer,
             subject,
             audience,
@@ -122,6 +122,11 @@ impl Invocation {
             expiration,
             issued_at,
         })
+    }
+
+    /// The envelope bytes.
+    pub fn to_bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// The CID of the envelope bytes.

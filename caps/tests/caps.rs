@@ -515,7 +515,7 @@ fn cache_is_keyed_by_cid_and_skips_signatures() {
 #[test]
 fn invocation_round_trip_and_verify() {
     let (proofs, chain, [o, _, b]) = two_hop();
-    let bytes = Invocation::issue(
+    let issued = Invocation::issue(
         &b,
         InvocationFields {
             subject: o.did(),
@@ -528,7 +528,8 @@ fn invocation_round_trip_and_verify() {
         },
         &mut TestRng(3),
     );
-    let inv = Invocation::decode(&bytes).unwrap();
+    let inv = Invocation::decode(issued.to_bytes()).unwrap();
+    assert_eq!(inv.cid(), issued.cid());
     assert_eq!(inv.proofs(), chain.as_slice());
     assert_eq!(inv.issued_at(), Some(5));
     let revs = Revocations::new();

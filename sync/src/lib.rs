@@ -1,4 +1,46 @@
-//! Canopy sync: the sans-IO reconciliation protocol between two replicas.
+//! Canopy sync: the sans-IO reconciliation protocol between replicas (`spec/sync.md`).
 //!
-//! This crate is the home of the protocol described in `spec/sync.md` (issue 6). It holds no code
-//! yet; the tree, storage and capability layers it builds on land first.
+//! * [`Session`] runs on a full replica (a [`canopy_tree::Tree`]): it reconciles with another
+//!   full replica peer-to-peer or client-server — one round trip and a 32-byte digest when both
+//!   are in sync, otherwise exact frontiers and then only the missing ops — and it serves partial
+//!   replicas, sending only what its [`ReadFilter`] allows.
+//! * [`PartialSession`] runs on a [`PartialReplica`]: subtree(X) plus the path from X to ROOT,
+//!   kept exact by deltas since its last checkpoint, with local writes pushed to the full replica.
+//! * [`memory`] pumps messages between two sessions in memory (tests, benchmarks); the WebSocket
+//!   transport is an adapter of the same shape.
+//!
+//! No IO happens here: `receive(bytes)` returns an [`Outcome`] with the messages to send.
+//!
+//! ```
+//! use canopy_sync::{memory, AllowAll, Options, Session};
+//! use canopy_tree::{MemoryStore, NodeId, Place, ReplicaId, Store, Tree};
+//!
+//! let mut a = Tree::new(MemoryStore::new(), ReplicaId::from_bytes([1; 32]));
+//! let mut b = Tree::new(MemoryStore::new(), ReplicaId::from_bytes([2; 32]));
+//! a.create(NodeId::ROOT, Place::Last, Some(b"from a".to_vec()))?;
+//! b.create(NodeId::ROOT, Place::Last, Some(b"from b".to_vec()))?;
+//!
+//! let mut sa = memory::FullPeer::new(&mut a, Session::new(AllowAll, Options::default()));
+//! let mut sb = memory::FullPeer::new(&mut b, Session::new(AllowAll, Options::default()));
+//! let stats = memory::pump(&mut sa, &mut sb, None)?;
+//! assert_eq!(stats.round_trips, 2);
+//! assert_eq!(a.child_count(NodeId::ROOT)?, 2);
+//! assert_eq!(a.store().frontier()?, b.store().frontier()?);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod delta;
+mod filter;
+pub mod memory;
+mod partial;
+mod session;
+mod wire;
+
+pub use filter::{AllowAll, ReadFilter, SubtreeScope};
+pub use partial::{PartialError, PartialReplica, PartialViolation, SnapshotError};
+pub use session::{Event, Options, Outcome, PartialSession, Phase, Progress, Session, SyncError};
+pub use wire::{
+    frontier_count, frontier_digest, gone_digest, ErrorCode, Message, Mode, NodeRecord, PathEntry,
+    PayloadState, RefusalCode, WireError, MAX_ITEMS, MAX_MESSAGE_LEN, MAX_VV_ENTRIES,
+    PROTOCOL_VERSION,
+};

@@ -1,0 +1,272 @@
+//! The partial replica's session: asks a full replica for the delta of its scope since its last
+//! checkpoint, pushes its own ops, and applies what comes back to a [`PartialReplica`].
+
+use std::convert::Infallible;
+use std::fmt;
+
+use super::{kind_name, Event, Meter, Options, Outcome, Phase, Progress, SyncError};
+use crate::partial::PartialReplica;
+use crate::wire::{frontier_count, frontier_digest, ErrorCode, Message, Mode, RefusalCode};
+
+/// The session of a [`PartialReplica`] with a full replica (see `spec/sync.md`).
+pub struct PartialSession {
+    options: Options,
+    meter: Meter,
+    phase: Phase,
+    started: bool,
+    peer_live: bool,
+    total: Option<u64>,
+    done: u64,
+    first_view: bool,
+    /// Highest own seq pushed in this session.
+    pushed: u64,
+    closed: bool,
+}
+
+impl fmt::Debug for PartialSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PartialSession")
+            .field("phase", &self.phase)
+            .field("total", &self.total)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+type Out = Outcome<Infallible>;
+
+impl PartialSession {
+    /// A new session.
+    pub fn new(options: Options) -> Self {
+        Self {
+            options,
+            meter: Meter::default(),
+            phase: Phase::Connecting,
+            started: false,
+            peer_live: false,
+            total: None,
+            done: 0,
+            first_view: false,
+            pushed: 0,
+            closed: false,
+        }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// True once the session is over.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    fn push_msg(&mut self, out: &mut Out, m: &Message) {
+        let b = m.encode();
+        self.meter.sent += b.len() as u64;
+        out.send.push(b);
+    }
+
+    fn progress(&self, out: &mut Out) {
+        out.events.push(Event::Progress(Progress {
+            phase: self.phase,
+            total: self.total,
+            done: self.done,
+            bytes_sent: self.meter.sent,
+            bytes_received: self.meter.received,
+        }));
+    }
+
+    /// Opens the session: Hello with the scope and the last checkpoint, then the replica's unacked
+    /// ops, then End. A cold sync (no checkpoint yet) first clears what a cut cold sync left.
+    pub fn start(&mut self, replica: &mut PartialReplica) -> Out {
+        let mut out = Out::default();
+        if self.started {
+            return out;
+        }
+        self.started = true;
+        if replica.since().is_empty() {
+            replica.start_cold();
+        }
+        let since = replica.since().clone();
+        self.push_msg(
+            &mut out,
+            &Message::Hello {
+                digest: frontier_digest(&since),
+                count: frontier_count(&since),
+                mode: Mode::Partial {
+                    scope: replica.scope(),
+                    since,
+                },
+                live: self.options.live,
+            },
+        );
+        self.push_ops(replica, &mut out);
+        self.push_msg(&mut out, &Message::End);
+        self.progress(&mut out);
+        out
+    }
+
+    fn push_ops(&mut self, replica: &PartialReplica, out: &mut Out) {
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        for op in replica.unacked() {
+            if op.id().seq() <= self.pushed {
+                continue;
+            }
+            self.pushed = op.id().seq();
+            bytes += op.encode().len() + 3;
+            batch.push(op.clone());
+            if bytes >= self.options.batch_bytes {
+                self.push_msg(out, &Message::Ops(std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.push_msg(out, &Message::Ops(batch));
+        }
+    }
+
+    /// Live mode: pushes local ops made since the last push.
+    pub fn poll(&mut self, replica: &PartialReplica) -> Out {
+        let mut out = Out::default();
+        if self.closed {
+            out.finished = true;
+        } else if self.started {
+            self.push_ops(replica, &mut out);
+        }
+        out
+    }
+
+    /// Ends the session politely.
+    pub fn close(&mut self) -> Out {
+        let mut out = Out::default();
+        if !self.closed {
+            self.push_msg(&mut out, &Message::Close);
+            self.closed = true;
+            self.phase = Phase::Done;
+        }
+        out.finished = true;
+        out
+    }
+
+    fn fail(&mut self, out: &mut Out, error: SyncError<Infallible>, tell: Option<ErrorCode>) {
+        if let Some(code) = tell {
+            self.push_msg(out, &Message::Error(code));
+        }
+        self.closed = true;
+        self.phase = Phase::Done;
+        out.finished = true;
+        out.error = Some(error);
+    }
+
+    /// Handles one received message, applying delta items to `replica` as they arrive. The
+    /// replica's checkpoint advances only when the whole delta has arrived.
+    pub fn receive(&mut self, replica: &mut PartialReplica, bytes: &[u8]) -> Out {
+        let mut out = Out::default();
+        if self.closed {
+            out.finished = true;
+            out.error = Some(SyncError::Closed);
+            return out;
+        }
+        self.meter.received += bytes.len() as u64;
+        let msg = match Message::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.fail(&mut out, SyncError::Wire(e), Some(ErrorCode::Malformed));
+                return out;
+            }
+        };
+        let in_delta = matches!(
+            self.phase,
+            Phase::Reconciling | Phase::Downloading | Phase::Live
+        );
+        match msg {
+            Message::Hello {
+                mode: Mode::Full,
+                live,
+                ..
+            } if self.started && self.phase == Phase::Connecting => {
+                self.peer_live = live;
+                self.phase = Phase::Reconciling;
+                self.progress(&mut out);
+            }
+            Message::Path { entries, total } if in_delta => {
+                replica.set_path(entries);
+                self.total = Some(total);
+                self.done = 0;
+                self.phase = Phase::Downloading;
+                self.progress(&mut out);
+            }
+            Message::Gone(ds) if in_delta => {
+                for d in &ds {
+                    replica.apply_gone(d);
+                }
+                self.done += ds.len() as u64;
+                self.progress(&mut out);
+            }
+            Message::Nodes {
+                records,
+                first_view,
+            } if in_delta => {
+                self.done += records.len() as u64;
+                for r in records {
+                    replica.apply_record(r);
+                }
+                if first_view && !self.first_view {
+                    self.first_view = true;
+                    out.events.push(Event::FirstViewReady);
+                }
+                self.progress(&mut out);
+            }
+            Message::Checkpoint {
+                frontier,
+                max_lamport,
+            } if in_delta => {
+                replica.checkpoint(frontier, max_lamport);
+                if self.total.is_none() {
+                    self.total = Some(0);
+                }
+                if !self.first_view {
+                    self.first_view = true;
+                    out.events.push(Event::FirstViewReady);
+                }
+                if self.options.live && self.peer_live {
+                    self.phase = Phase::Live;
+                } else {
+                    self.phase = Phase::Done;
+                    self.closed = true;
+                    out.finished = true;
+                }
+                self.progress(&mut out);
+            }
+            Message::Refused { op, code } => {
+                if matches!(code, RefusalCode::Invalid | RefusalCode::Equivocation) {
+                    replica.drop_refused(op);
+                }
+                out.events.push(Event::Refused { op, code });
+            }
+            Message::Error(code) => {
+                self.closed = true;
+                self.phase = Phase::Done;
+                out.finished = true;
+                out.error = Some(SyncError::Peer(code));
+            }
+            Message::Close => {
+                self.closed = true;
+                self.phase = Phase::Done;
+                out.finished = true;
+            }
+            m => {
+                let got = kind_name(&m);
+                self.fail(
+                    &mut out,
+                    SyncError::Unexpected { got },
+                    Some(ErrorCode::Unexpected),
+                );
+            }
+        }
+        out
+    }
+}
