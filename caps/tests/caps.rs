@@ -1327,3 +1327,137 @@ fn attenuation_grid() {
         "allowed {allowed}, denied {denied}"
     );
 }
+
+fn arb_ipld() -> impl Strategy<Value = Ipld> {
+    let leaf = prop_oneof![
+        Just(Ipld::Null),
+        any::<bool>().prop_map(Ipld::Bool),
+        (-5i64..5).prop_map(|i| Ipld::Integer(i.into())),
+        prop_oneof![Just(f64::NAN), Just(1.0), Just(-0.5), Just(1e300)].prop_map(Ipld::Float),
+        prop_oneof![
+            Just("=="),
+            Just("!="),
+            Just("<"),
+            Just(">="),
+            Just("like"),
+            Just("not"),
+            Just("and"),
+            Just("or"),
+            Just("all"),
+            Just("any"),
+            Just("."),
+            Just(".a"),
+            Just(".a[]"),
+            Just(".[-1]"),
+            Just(".[1:]"),
+            Just(".b?"),
+            Just("*x\\*"),
+            Just("a")
+        ]
+        .prop_map(|s| Ipld::String(s.to_owned())),
+        proptest::collection::vec(any::<u8>(), 0..4).prop_map(Ipld::Bytes),
+    ];
+    leaf.prop_recursive(5, 48, 4, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Ipld::List),
+            proptest::collection::btree_map(
+                prop_oneof![Just("a".to_owned()), Just("b".to_owned())],
+                inner,
+                0..3
+            )
+            .prop_map(Ipld::Map),
+        ]
+    })
+}
+
+proptest! {
+    /// Random IPLD as a policy and as arguments, random selector text: parsing and evaluation
+    /// never panic, and a parsed policy round-trips through its IPLD form.
+    #[test]
+    fn policies_and_selectors_never_panic(pol in arb_ipld(), args in arb_ipld(), sel in "[.\\[\\]\"ab01:?\\-]{0,12}") {
+        if let Ok(p) = Policy::from_ipld(&pol) {
+            let _ = p.matches(&args);
+            prop_assert_eq!(Policy::from_ipld(&p.to_ipld()).unwrap(), p);
+        }
+        if let Ok(s) = Selector::parse(&sel) {
+            let stmt = Statement::Eq(s, Ipld::Null);
+            let _ = Policy::new(vec![stmt]).matches(&args);
+        }
+    }
+}
+
+fn arb_statement() -> impl Strategy<Value = Ipld> {
+    let s = |x: &str| Ipld::String(x.to_owned());
+    let sel = prop_oneof![
+        Just("."),
+        Just(".a"),
+        Just(".a[]"),
+        Just(".a?"),
+        Just(".[0]"),
+        Just(".[-1]"),
+        Just(".[1:3]"),
+        Just(".b[]?.a"),
+        Just(".[\"a\"]")
+    ]
+    .prop_map(move |x| s(x));
+    let leaf = (
+        prop_oneof![
+            Just("=="),
+            Just("!="),
+            Just("<"),
+            Just("<="),
+            Just(">"),
+            Just(">="),
+            Just("like")
+        ],
+        sel.clone(),
+        arb_ipld(),
+    )
+        .prop_map(|(op, sel, v)| {
+            let v = match (op, v) {
+                ("like", Ipld::String(g)) => Ipld::String(g),
+                ("like", _) => Ipld::String("*a*".into()),
+                ("<" | "<=" | ">" | ">=", v @ (Ipld::Integer(_) | Ipld::Float(_))) => v,
+                ("<" | "<=" | ">" | ">=", _) => Ipld::Integer(1),
+                (_, v) => v,
+            };
+            Ipld::List(vec![Ipld::String(op.into()), sel, v])
+        });
+    leaf.prop_recursive(4, 24, 3, move |inner| {
+        prop_oneof![
+            inner
+                .clone()
+                .prop_map(|st| Ipld::List(vec![Ipld::String("not".into()), st])),
+            proptest::collection::vec(inner.clone(), 0..3)
+                .prop_map(|v| Ipld::List(vec![Ipld::String("and".into()), Ipld::List(v)])),
+            proptest::collection::vec(inner.clone(), 0..3)
+                .prop_map(|v| Ipld::List(vec![Ipld::String("or".into()), Ipld::List(v)])),
+            (sel.clone(), inner.clone()).prop_map(|(s, st)| Ipld::List(vec![
+                Ipld::String("all".into()),
+                s,
+                st
+            ])),
+            (sel.clone(), inner).prop_map(|(s, st)| Ipld::List(vec![
+                Ipld::String("any".into()),
+                s,
+                st
+            ])),
+        ]
+    })
+}
+
+proptest! {
+    /// Well-formed random policies always parse, evaluate without panicking, and `not` is the
+    /// complement of its statement whenever the statement's paths resolve.
+    #[test]
+    fn structured_policies(stmts in proptest::collection::vec(arb_statement(), 0..3), args in arb_ipld()) {
+        let ipld = Ipld::List(stmts.clone());
+        let p = Policy::from_ipld(&ipld).unwrap();
+        let _ = p.matches(&args);
+        for st in stmts {
+            let yes = Policy::from_ipld(&Ipld::List(vec![st.clone()])).unwrap().matches(&args);
+            let no = Policy::from_ipld(&Ipld::List(vec![Ipld::List(vec![Ipld::String("not".into()), st])])).unwrap().matches(&args);
+            prop_assert!(!(yes && no), "a statement and its negation both hold");
+        }
+    }
+}
