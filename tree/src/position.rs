@@ -104,7 +104,7 @@ impl Position {
 
     /// The key for the first child of an empty parent, written by `replica`.
     pub fn first(replica: &ReplicaId) -> Self {
-        finish(vec![0x80, 0x00], replica).expect("2 + suffix bytes always fit")
+        finish(Stem::from_slice(&[0x80, 0x00]), replica).expect("2 + suffix bytes always fit")
     }
 
     /// A key greater than `lo`, written by `replica`.
@@ -133,7 +133,7 @@ impl Position {
     /// The position of a node a delete moves to TRASH: the integer key of the delete's Lamport
     /// timestamp with the deleter's suffix, so TRASH lists nodes in delete order.
     pub fn trash(lamport: Lamport, replica: &ReplicaId) -> Self {
-        let mut stem = Vec::with_capacity(12);
+        let mut stem = Stem::new();
         push_int(&mut stem, lamport.get());
         finish(stem, replica).expect("at most 11 bytes")
     }
@@ -157,16 +157,58 @@ fn suffix(replica: &ReplicaId) -> [u8; SUFFIX_LEN] {
     [r[0], r[1] | 1]
 }
 
-fn finish(mut stem: Vec<u8>, replica: &ReplicaId) -> Result<Position, PositionError> {
+/// A key under construction, on the stack (key generation does not allocate). Too long a stem
+/// (only from over-long unvalidated input) is remembered and reported as `NoRoom`.
+struct Stem {
+    len: usize,
+    overflow: bool,
+    buf: [u8; STEM_CAP],
+}
+
+const STEM_CAP: usize = MAX_POSITION_LEN + 16;
+
+impl Stem {
+    fn new() -> Self {
+        Stem {
+            len: 0,
+            overflow: false,
+            buf: [0; STEM_CAP],
+        }
+    }
+    fn from_slice(b: &[u8]) -> Self {
+        let mut s = Stem::new();
+        s.extend_from_slice(b);
+        s
+    }
+    fn push(&mut self, b: u8) {
+        match self.buf.get_mut(self.len) {
+            Some(slot) => {
+                *slot = b;
+                self.len += 1;
+            }
+            None => self.overflow = true,
+        }
+    }
+    fn extend_from_slice(&mut self, b: &[u8]) {
+        for &x in b {
+            self.push(x);
+        }
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn finish(mut stem: Stem, replica: &ReplicaId) -> Result<Position, PositionError> {
     stem.extend_from_slice(&suffix(replica));
-    if stem.len() > MAX_POSITION_LEN {
+    if stem.overflow || stem.len > MAX_POSITION_LEN {
         return Err(PositionError::NoRoom);
     }
-    Ok(Position::from_bytes(&stem))
+    Ok(Position::from_bytes(stem.as_slice()))
 }
 
 /// Appends the non-negative integer head for `v` (minimal big-endian bytes, at least one).
-fn push_int(out: &mut Vec<u8>, v: u64) {
+fn push_int(out: &mut Stem, v: u64) {
     let n = (8 - (v.leading_zeros() as usize / 8)).max(1);
     out.push(0x80 + (n as u8 - 1));
     out.extend_from_slice(&v.to_be_bytes()[8 - n..]);
@@ -188,8 +230,8 @@ fn int_head(b: &[u8]) -> Option<(bool, usize, u64)> {
     Some((neg, n, v))
 }
 
-fn int_stem(neg: bool, n: usize, v: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + n + SUFFIX_LEN);
+fn int_stem(neg: bool, n: usize, v: u64) -> Stem {
+    let mut out = Stem::new();
     out.push(if neg {
         0x80 - n as u8
     } else {
@@ -208,7 +250,7 @@ fn max_for(n: usize) -> u64 {
 }
 
 /// A stem `s > a` (so `s‖x > a` for any `x`).
-fn after_stem(a: &[u8]) -> Vec<u8> {
+fn after_stem(a: &[u8]) -> Stem {
     match int_head(a) {
         // Positive integer: increment, widening when the width is exhausted.
         Some((false, n, v)) if v < max_for(n) => return int_stem(false, n, v + 1),
@@ -223,15 +265,15 @@ fn after_stem(a: &[u8]) -> Vec<u8> {
 }
 
 /// Shortest-prefix increment: `a[..i] ‖ a[i]+1` for the first byte below `0xff`, else `a ‖ 80`.
-fn generic_after(a: &[u8]) -> Vec<u8> {
+fn generic_after(a: &[u8]) -> Stem {
     match a.iter().position(|&c| c < 0xff) {
         Some(i) => {
-            let mut s = a[..i].to_vec();
+            let mut s = Stem::from_slice(&a[..i]);
             s.push(a[i] + 1);
             s
         }
         None => {
-            let mut s = a.to_vec();
+            let mut s = Stem::from_slice(a);
             s.push(0x80);
             s
         }
@@ -239,7 +281,7 @@ fn generic_after(a: &[u8]) -> Vec<u8> {
 }
 
 /// A stem `s < b` that is not a prefix of `b` (so `s‖x < b` for any `x`).
-fn before_stem(b: &[u8]) -> Vec<u8> {
+fn before_stem(b: &[u8]) -> Stem {
     match int_head(b) {
         Some((false, n, v)) if v > 0 => return int_stem(false, n, v - 1),
         Some((false, 1, 0)) => return int_stem(true, 1, 0xff),
@@ -252,34 +294,34 @@ fn before_stem(b: &[u8]) -> Vec<u8> {
 }
 
 /// `b[..i] ‖ b[i]−1` for the first non-zero byte (one exists: valid keys do not end in zero).
-fn generic_before(b: &[u8]) -> Vec<u8> {
+fn generic_before(b: &[u8]) -> Stem {
     match b.iter().position(|&c| c != 0) {
         Some(i) => {
-            let mut s = b[..i].to_vec();
+            let mut s = Stem::from_slice(&b[..i]);
             s.push(b[i] - 1);
             s
         }
         // Only reachable with invalid input (all zero bytes); any stem below it is as good.
-        None => Vec::new(),
+        None => Stem::new(),
     }
 }
 
 /// A stem `s` with `a < s < b`, `s` not a prefix of `b`. Requires `a < b`.
-fn between_stem(a: &[u8], b: &[u8]) -> Vec<u8> {
+fn between_stem(a: &[u8], b: &[u8]) -> Stem {
     let i = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     if i == a.len() {
         // `a` is a proper prefix of `b`: go below the rest of `b`.
-        let mut s = a.to_vec();
-        s.extend_from_slice(&generic_before(&b[i..]));
+        let mut s = Stem::from_slice(a);
+        s.extend_from_slice(generic_before(&b[i..]).as_slice());
         return s;
     }
     let (x, y) = (a[i], b[i]);
-    let mut s = a[..i].to_vec();
+    let mut s = Stem::from_slice(&a[..i]);
     if y - x >= 2 {
         s.push(x + (y - x) / 2);
     } else {
         s.push(x);
-        s.extend_from_slice(&generic_after(&a[i + 1..]));
+        s.extend_from_slice(generic_after(&a[i + 1..]).as_slice());
     }
     s
 }

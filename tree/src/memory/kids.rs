@@ -1,9 +1,8 @@
-//! The ordered children of one parent: a sorted vector while small (most parents), a B-tree
-//! once large (100k siblings stay O(log n) per insert).
+//! The ordered children of one parent: a sorted vector while small (most parents), sorted
+//! blocks of at most [`BLOCK`] keys once large (100k siblings: two binary searches and a bounded
+//! shift per insert).
 
-use std::collections::BTreeSet;
 use std::fmt;
-use std::ops::Bound;
 
 use crate::id::NodeId;
 use crate::position::Position;
@@ -11,12 +10,105 @@ use crate::store::Child;
 
 type Key = (Position, NodeId);
 
-/// Above this many children a parent's index becomes a B-tree.
+/// Above this many children a parent's index becomes blocks.
 const MAX_SMALL: usize = 48;
+/// A block splits in two when it grows past this many keys.
+const BLOCK: usize = 128;
 
 pub(super) enum Kids {
     Small(Vec<Key>),
-    Large(BTreeSet<Key>),
+    Large(Blocks),
+}
+
+/// Sorted, non-empty blocks; every key of a block is below every key of the next.
+#[derive(Default)]
+pub(super) struct Blocks {
+    blocks: Vec<Vec<Key>>,
+    len: usize,
+}
+
+impl Blocks {
+    /// The block that holds or would hold `key`, and the key's place in it.
+    fn locate(&self, key: &Key) -> Option<(usize, Result<usize, usize>)> {
+        let last = self.blocks.len().checked_sub(1)?;
+        // Appends and prepends (Place::Last / Place::First) skip the searches.
+        let tail = &self.blocks[last];
+        if tail.last().is_some_and(|k| k < key) {
+            return Some((last, Err(tail.len())));
+        }
+        if self.blocks[0].first().is_some_and(|k| key < k) {
+            return Some((0, Err(0)));
+        }
+        let b = self
+            .blocks
+            .partition_point(|blk| blk.last().is_some_and(|k| k < key))
+            .min(last);
+        Some((b, self.blocks[b].binary_search(key)))
+    }
+
+    fn insert(&mut self, key: Key) {
+        let Some((b, at)) = self.locate(&key) else {
+            self.blocks.push(vec![key]);
+            self.len = 1;
+            return;
+        };
+        if let Err(i) = at {
+            let block = &mut self.blocks[b];
+            block.insert(i, key);
+            self.len += 1;
+            if block.len() > BLOCK {
+                let upper = block.split_off(BLOCK / 2);
+                self.blocks.insert(b + 1, upper);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &Key) {
+        if let Some((b, Ok(i))) = self.locate(key) {
+            self.blocks[b].remove(i);
+            self.len -= 1;
+            if self.blocks[b].is_empty() {
+                self.blocks.remove(b);
+            }
+        }
+    }
+
+    fn iter_from(&self, b: usize, i: usize) -> impl Iterator<Item = &Key> {
+        let first = self
+            .blocks
+            .get(b)
+            .map_or(&[][..], |blk| &blk[i.min(blk.len())..]);
+        first.iter().chain(self.blocks.iter().skip(b + 1).flatten())
+    }
+
+    fn page(&self, after: Option<&Key>, limit: usize) -> Vec<Child> {
+        let (b, i) = match after.map(|k| self.locate(k)) {
+            None => (0, 0),
+            Some(None) => return Vec::new(),
+            Some(Some((b, Ok(i)))) => (b, i + 1),
+            Some(Some((b, Err(i)))) => (b, i),
+        };
+        self.iter_from(b, i).take(limit).map(child).collect()
+    }
+
+    fn before(&self, before: Option<&Key>) -> Option<Child> {
+        let (b, i) = match before {
+            None => {
+                let last = self.blocks.last()?;
+                return last.last().map(child);
+            }
+            Some(k) => match self.locate(k)? {
+                (b, Ok(i) | Err(i)) => (b, i),
+            },
+        };
+        match i.checked_sub(1) {
+            Some(j) => self.blocks[b].get(j).map(child),
+            None => b
+                .checked_sub(1)
+                .and_then(|p| self.blocks[p].last())
+                .map(child),
+        }
+    }
 }
 
 impl Default for Kids {
@@ -36,7 +128,7 @@ impl Kids {
     pub(super) fn len(&self) -> usize {
         match self {
             Kids::Small(v) => v.len(),
-            Kids::Large(s) => s.len(),
+            Kids::Large(s) => s.len,
         }
     }
 
@@ -51,9 +143,12 @@ impl Kids {
                     if v.len() < MAX_SMALL {
                         v.insert(i, key);
                     } else {
-                        let mut set: BTreeSet<Key> = v.drain(..).collect();
-                        set.insert(key);
-                        *self = Kids::Large(set);
+                        let mut blocks = Blocks {
+                            len: v.len(),
+                            blocks: vec![std::mem::take(v)],
+                        };
+                        blocks.insert(key);
+                        *self = Kids::Large(blocks);
                     }
                 }
             }
@@ -70,9 +165,7 @@ impl Kids {
                     v.remove(i);
                 }
             }
-            Kids::Large(s) => {
-                s.remove(key);
-            }
+            Kids::Large(s) => s.remove(key),
         }
     }
 
@@ -89,13 +182,7 @@ impl Kids {
                 };
                 v[start..].iter().take(limit).map(child).collect()
             }
-            Kids::Large(s) => {
-                let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
-                s.range::<Key, _>((lower, Bound::Unbounded))
-                    .take(limit)
-                    .map(child)
-                    .collect()
-            }
+            Kids::Large(s) => s.page(after, limit),
         }
     }
 
@@ -111,19 +198,14 @@ impl Kids {
                 };
                 end.checked_sub(1).map(|i| child(&v[i]))
             }
-            Kids::Large(s) => {
-                let upper = before.map_or(Bound::Unbounded, Bound::Excluded);
-                s.range::<Key, _>((Bound::Unbounded, upper))
-                    .next_back()
-                    .map(child)
-            }
+            Kids::Large(s) => s.before(before),
         }
     }
 
     fn iter(&self) -> Box<dyn Iterator<Item = &Key> + '_> {
         match self {
             Kids::Small(v) => Box::new(v.iter()),
-            Kids::Large(s) => Box::new(s.iter()),
+            Kids::Large(s) => Box::new(s.iter_from(0, 0)),
         }
     }
 }
@@ -148,13 +230,20 @@ mod tests {
             )
         };
         let mut kids = Kids::default();
-        // Insert out of order, past the small limit.
-        for i in (0..200u32).map(|i| (i * 37) % 200) {
+        // Insert out of order, past the small limit and several block splits.
+        for i in (0..1000u32).map(|i| (i * 37) % 1000) {
             kids.insert(key(i));
             kids.insert(key(i));
         }
         assert!(matches!(kids, Kids::Large(_)));
-        assert_eq!(kids.len(), 200);
+        assert_eq!(kids.len(), 1000);
+        let all = kids.page(None, usize::MAX);
+        assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+        assert_eq!(kids.page(Some(&key(999)), 5), vec![]);
+        assert_eq!(kids.before(None).unwrap().position, key(999).0);
+        for i in 0..1000 {
+            assert_eq!(kids.before(Some(&key(i + 1))).unwrap().position, key(i).0);
+        }
         let mut small = Kids::default();
         for i in 0..40 {
             small.insert(key(i));
@@ -167,6 +256,13 @@ mod tests {
             assert_eq!(k.before(Some(&key(3))).unwrap().position, key(2).0);
             assert!(k.before(Some(&key(0))).is_none());
         }
+        for i in (0..1000).filter(|i| i % 3 != 0) {
+            kids.remove(&key(i));
+        }
+        assert_eq!(kids.len(), 334);
+        let left: Vec<_> = kids.page(None, usize::MAX);
+        assert_eq!(left.len(), 334);
+        assert_eq!(kids.page(Some(&key(1)), 1)[0].position, key(3).0);
         assert_eq!(small.before(None).unwrap().position, key(39).0);
         small.remove(&key(39));
         assert_eq!(small.before(None).unwrap().position, key(38).0);
