@@ -104,7 +104,9 @@ check('reserved node ids', () => {
 check('total order (lamport, replica)', () => {
   assert.equal(x.smoke_log_key_cmp(1n, 9, 2n, 1), -1, 'lamport first');
   assert.equal(x.smoke_log_key_cmp(5n, 2, 5n, 1), 1, 'replica breaks ties');
-  assert.equal(x.smoke_log_key_cmp(2n ** 63n, 1, 2n ** 63n, 1), 0, 'u64 lamport survives the ABI');
+  assert.equal(x.smoke_log_key_cmp(2n ** 63n, 1, 2n ** 63n, 1), 0);
+  assert.equal(x.smoke_log_key_cmp(2n ** 63n, 1, 2n ** 63n + 1n, 1), -1, 'u64 lamport survives the ABI');
+  assert.equal(x.smoke_log_key_cmp(2n ** 64n - 1n, 1, 1n, 9), 1, 'u64::MAX');
 });
 check('version vector coverage', () => {
   put(u32s(1, 5, 2, 1));
@@ -115,8 +117,6 @@ check('version vector coverage', () => {
   put(new Uint8Array(7));
   assert.equal(x.smoke_version_vector_covers(1, 1n), BAD_INPUT);
 });
-
-
 // --- the tree ---------------------------------------------------------------------------------------
 const ROOT = 0, TRASH = 1;
 const FIRST = 0, LAST = 1, AFTER = 2, BEFORE = 3;
@@ -180,6 +180,36 @@ const T = {
   check: (h) => ok('smoke_check', h),
 };
 const bytes = (s) => enc.encode(s);
+
+check('op decoder: a valid op round trips, random and truncated bytes give typed errors', () => {
+  // a create by replica 0x07.., seq 1, lamport 1, under ROOT, made by the module itself
+  x.smoke_reset();
+  ok('smoke_replica_new', 0, 7);
+  put(bytes('p'));
+  ok('smoke_create', 0, 0, 1, 0, 1);
+  ok('smoke_sent_op', 0, 0);
+  const wire = out();
+  put(wire);
+  assert.equal(x.smoke_op_decode(), OK);
+  assert.deepEqual(out(), wire, 'decode + encode is the identity');
+  for (let cut = 0; cut < wire.length; cut++) {
+    put(wire.slice(0, cut));
+    assert.equal(x.smoke_op_decode(), LIB_ERROR, `truncated to ${cut}`);
+  }
+  put(new Uint8Array([...wire, 0]));
+  assert.equal(x.smoke_op_decode(), LIB_ERROR, 'trailing byte');
+  let seed = 7, typed = 0;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) >> 8;
+  for (let i = 0; i < 2000; i++) {
+    const junk = Uint8Array.from({ length: rnd() % 64 }, () => rnd() & 255);
+    if (i % 2) junk[0] = wire[0]; // right version byte: gets past the first check
+    put(junk);
+    const st = x.smoke_op_decode(); // a trap (panic) would throw here and fail the check
+    assert.ok(st === OK || st === LIB_ERROR, `status ${st}`);
+    typed += st === LIB_ERROR;
+  }
+  assert.ok(typed > 1900, `${typed} of 2000 random inputs rejected`);
+});
 
 function treeScenarios(store, label) {
   const tag = (name) => `[${label}] ${name}`;

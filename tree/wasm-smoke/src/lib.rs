@@ -55,7 +55,7 @@ pub use io::{
 };
 pub use replica::{
     smoke_check, smoke_children, smoke_counts, smoke_create, smoke_delete, smoke_deliver,
-    smoke_dump, smoke_events, smoke_move, smoke_node_state, smoke_parent, smoke_payload,
-    smoke_replica_new, smoke_reset, smoke_restore, smoke_sent_count, smoke_set_payload,
-    smoke_store_kinds, STORE_MEMORY, STORE_SQLITE,
+    smoke_dump, smoke_events, smoke_move, smoke_node_state, smoke_op_decode, smoke_parent,
+    smoke_payload, smoke_replica_new, smoke_reset, smoke_restore, smoke_sent_count, smoke_sent_op,
+    smoke_set_payload, smoke_store_kinds, STORE_MEMORY, STORE_SQLITE,
 };

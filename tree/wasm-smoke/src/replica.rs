@@ -376,6 +376,37 @@ pub extern "C" fn smoke_sent_count(h: u32) -> i32 {
     })
 }
 
+/// Output: the wire bytes of op number `index` (0-based) that replica `h` made.
+#[no_mangle]
+pub extern "C" fn smoke_sent_op(h: u32, index: u32) -> i32 {
+    with_state(|s| {
+        match s
+            .replicas
+            .get(h as usize)
+            .and_then(|r| r.sent.get(index as usize))
+        {
+            Some(bytes) => {
+                set_output(bytes);
+                OK
+            }
+            None => BAD_INPUT,
+        }
+    })
+}
+
+/// Decodes the input as an op (`Op::decode`, untrusted bytes). Output: the op encoded again, or the
+/// typed decode error.
+#[no_mangle]
+pub extern "C" fn smoke_op_decode() -> i32 {
+    match Op::decode(&input()) {
+        Ok(op) => {
+            set_output(&op.encode());
+            OK
+        }
+        Err(e) => fail(e),
+    }
+}
+
 /// Output: the change events of the last local op or delivery, one per line: `Kind node`, where node
 /// is a reference (e.g. `Created 2`, `Deleted 3`, `PayloadChanged 2`).
 #[no_mangle]
