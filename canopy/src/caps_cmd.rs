@@ -13,8 +13,8 @@ use base64::Engine as _;
 use canopy_caps::ipld_json::ipld_to_json;
 use canopy_caps::{
     fixtures, subtree_policy, tree_args, Cid, Command, Context, Delegation, DelegationFields, Did,
-    Ipld, NodeBytes, Policy, Proofs, Request, Revocation, Revocations, SecretKey, ShareLink,
-    Verifier,
+    Invocation, Ipld, NodeBytes, Policy, Proofs, Request, Revocation, Revocations, SecretKey,
+    ShareLink, Verifier,
 };
 use clap::{Args, Subcommand};
 use rand_core::OsRng;
@@ -80,7 +80,7 @@ pub enum TokenCmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Decode every token of a chain file to JSON (CID, signature check, payload).
+    /// Decode every token of a file (delegations, invocations, revocations) to JSON.
     Inspect {
         /// Chain file (or a file with a single token).
         file: PathBuf,
@@ -309,13 +309,39 @@ pub fn token(cmd: TokenCmd) -> anyhow::Result<()> {
         TokenCmd::Inspect { file } => {
             let mut out = Vec::new();
             for (i, bytes) in read_chain(&file)?.iter().enumerate() {
-                let d = Delegation::decode(bytes).with_context(|| format!("token {i}"))?;
-                out.push(json!({
-                    "cid": d.cid().to_string(),
-                    "version": d.version(),
-                    "signature_valid": d.signature_valid(),
-                    "payload": ipld_to_json(&Ipld::Map(d.payload().clone())),
-                }));
+                // A delegation, else an invocation, else a revocation record.
+                let entry = match Delegation::decode(bytes) {
+                    Ok(d) => json!({
+                        "kind": "delegation",
+                        "cid": d.cid().to_string(),
+                        "version": d.version(),
+                        "signature_valid": d.signature_valid(),
+                        "payload": ipld_to_json(&Ipld::Map(d.payload().clone())),
+                    }),
+                    Err(dlg_err) => {
+                        if let Ok(inv) = Invocation::decode(bytes) {
+                            json!({
+                                "kind": "invocation",
+                                "cid": inv.cid().to_string(),
+                                "signature_valid": inv.signature_valid(),
+                                "payload": ipld_to_json(&Ipld::Map(inv.payload().clone())),
+                            })
+                        } else if let Ok(rev) = Revocation::decode(bytes) {
+                            json!({
+                                "kind": "revocation",
+                                "cid": rev.cid().to_string(),
+                                "signature_valid": true,
+                                "issuer": rev.issuer().to_string(),
+                                "delegation": rev.delegation().to_string(),
+                                "cutoffs": rev.cutoffs().iter().map(|(r, s)| json!([hex::encode(r), s])).collect::<Vec<_>>(),
+                                "keep": rev.keep().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                            })
+                        } else {
+                            return Err(dlg_err).with_context(|| format!("token {i}"));
+                        }
+                    }
+                };
+                out.push(entry);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
         }

@@ -72,6 +72,7 @@ fn keys_tokens_and_share_links() {
     assert_eq!(json[0]["payload"]["aud"], alice.as_str());
     assert_eq!(json[0]["payload"]["sub"], owner.as_str());
     assert_eq!(json[0]["signature_valid"], true);
+    assert_eq!(json[0]["kind"], "delegation");
     let inside = format!("{FOLDER},{ROOT}");
     let out = ok(
         d,
@@ -165,6 +166,10 @@ fn keys_tokens_and_share_links() {
         ],
     );
     assert!(out.contains(&bob), "{out}");
+    let rev: serde_json::Value =
+        serde_json::from_str(&ok(d, &["token", "inspect", "bob.rev"])).unwrap();
+    assert_eq!(rev[0]["kind"], "revocation");
+    assert_eq!(rev[0]["keep"].as_array().map(Vec::len), Some(1));
     // Wrong document, tampered link.
     let err = fails(
         d,
