@@ -234,10 +234,7 @@ pub fn key(cmd: KeyCmd) -> anyhow::Result<()> {
 /// A grant's command, policy, subject and expiry, plus the issuer's proof tokens.
 type GrantParts = (Command, Policy, Did, Option<u64>, Vec<Vec<u8>>);
 
-fn grant_parts(
-    issuer: &SecretKey,
-    g: &GrantArgs,
-) -> anyhow::Result<(Command, Policy, Did, Option<u64>, Vec<Vec<u8>>)> {
+fn grant_parts(issuer: &SecretKey, g: &GrantArgs) -> anyhow::Result<GrantParts> {
     let command: Command = g
         .cmd
         .parse()
