@@ -9,8 +9,10 @@ use crate::op::{Op, VersionVector};
 use crate::position::Position;
 use crate::store::{Child, Effect, LogEntry, PayloadRecord, Placement, Store, Undo};
 
+mod arena;
 mod kids;
 mod order;
+use arena::Arena;
 use kids::Kids;
 use order::LogOrder;
 
@@ -44,7 +46,7 @@ pub struct MemoryStore {
     payloads: FxHashMap<NodeId, PayloadRecord>,
     /// Entries in insertion order; `order` indexes them by key, `replicas` by op id: entry
     /// `seq` of a replica is at `replicas[replica][seq - 1]` (the log is gap-free per replica).
-    entries: Vec<LogEntry>,
+    entries: Arena,
     order: LogOrder,
     replicas: FxHashMap<ReplicaId, Vec<u32>>,
     pending: FxHashMap<OpId, Vec<Op>>,
@@ -75,12 +77,12 @@ impl MemoryStore {
 
     #[inline]
     fn get(&self, id: &OpId) -> Option<&LogEntry> {
-        self.index(id).map(|i| &self.entries[i])
+        self.index(id).and_then(|i| self.entries.get(i))
     }
 
     #[inline]
     fn get_mut(&mut self, id: &OpId) -> Option<&mut LogEntry> {
-        self.index(id).map(|i| &mut self.entries[i])
+        self.index(id).and_then(|i| self.entries.get_mut(i))
     }
 
     #[inline]
@@ -321,7 +323,7 @@ impl Store for MemoryStore {
             .order
             .after(Some(key))
             .into_iter()
-            .map(|i| self.entries[i as usize].clone())
+            .filter_map(|i| self.entries.get(i as usize).cloned())
             .collect())
     }
 
@@ -463,7 +465,7 @@ mod tests {
             .order
             .after(None)
             .into_iter()
-            .map(|i| &s.entries[i as usize])
+            .filter_map(|i| s.entries.get(i as usize))
             .collect();
         format!(
             "{placements:?}{payloads:?}{pending:?}{children:?}{log:?}{:?}",

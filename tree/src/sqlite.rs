@@ -780,3 +780,63 @@ impl Store for SqliteStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tmp_counts {
+    #[test]
+    fn stmt_counts() {
+        use crate::*;
+        let me = ReplicaId::from_bytes([1; 32]);
+        let mut t = Tree::new(super::SqliteStore::open_in_memory().unwrap(), me);
+        let mut ops = Vec::new();
+        let mut position = Position::first(&me);
+        for seq in 1..=1000u64 {
+            let mut id = [0u8; 16];
+            id[8..].copy_from_slice(&seq.to_be_bytes());
+            ops.push(Op::new(
+                OpId::new(me, seq),
+                Lamport::new(seq),
+                OpKind::Create {
+                    node: NodeId::from_bytes(id),
+                    parent: NodeId::ROOT,
+                    position: position.clone(),
+                    payload: None,
+                },
+            ));
+            position = Position::after(&position, &me).unwrap();
+        }
+        let t0 = std::time::Instant::now();
+        t.apply(ops).unwrap();
+        eprintln!("apply {:?}", t0.elapsed());
+        let conn = t.store().connection();
+        unsafe {
+            let h = conn.handle();
+            let mut s = rusqlite::ffi::sqlite3_next_stmt(h, std::ptr::null_mut());
+            while !s.is_null() {
+                let runs =
+                    rusqlite::ffi::sqlite3_stmt_status(s, rusqlite::ffi::SQLITE_STMTSTATUS_RUN, 0);
+                let steps = rusqlite::ffi::sqlite3_stmt_status(
+                    s,
+                    rusqlite::ffi::SQLITE_STMTSTATUS_FULLSCAN_STEP,
+                    0,
+                );
+                let vm = rusqlite::ffi::sqlite3_stmt_status(
+                    s,
+                    rusqlite::ffi::SQLITE_STMTSTATUS_VM_STEP,
+                    0,
+                );
+                let sql = std::ffi::CStr::from_ptr(rusqlite::ffi::sqlite3_sql(s)).to_string_lossy();
+                eprintln!(
+                    "runs={runs:5} vm={vm:8} scan={steps:6} {}",
+                    sql.split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .chars()
+                        .take(110)
+                        .collect::<String>()
+                );
+                s = rusqlite::ffi::sqlite3_next_stmt(h, s);
+            }
+        }
+    }
+}
