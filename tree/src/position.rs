@@ -80,6 +80,7 @@ impl Position {
     }
 
     /// The position's bytes.
+    #[inline]
     pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
             Repr::Inline { len, buf } => &buf[..*len as usize],
@@ -327,12 +328,14 @@ fn between_stem(a: &[u8], b: &[u8]) -> Stem {
 }
 
 impl PartialEq for Position {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.as_bytes() == other.as_bytes()
     }
 }
 impl Eq for Position {}
 impl PartialOrd for Position {
+    #[inline]
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
