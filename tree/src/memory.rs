@@ -24,7 +24,8 @@ const NONE: u32 = u32::MAX;
 enum Journal {
     Placement(NodeId, Option<Box<Placement>>),
     Payload(NodeId, Option<Box<PayloadRecord>>),
-    LogInserted(OpId),
+    /// The last entry of the arena was inserted.
+    LogInserted,
     LogUpdated(Box<(OpId, Effect, Vec<Undo>)>),
     PendingInserted(Box<(OpId, OpId)>),
     PendingTaken(Box<(OpId, Vec<Op>)>),
@@ -128,12 +129,11 @@ impl MemoryStore {
         old
     }
 
-    /// Removes the most recently inserted entry, `id` (rollback undoes inserts in reverse).
-    fn log_remove(&mut self, id: OpId) {
-        if self.entries.last().is_some_and(|e| e.op.id() == id) {
-            if let Some(e) = self.entries.pop() {
-                self.order.remove(&e.op.key());
-            }
+    /// Removes the most recently inserted entry (rollback undoes inserts in reverse).
+    fn log_remove_last(&mut self) {
+        if let Some(e) = self.entries.pop() {
+            let id = e.op.id();
+            self.order.remove(&e.op.key());
             // Rollback undoes in reverse, so the removed op is its replica's last.
             if let Some(seqs) = self.replicas.get_mut(&id.replica()) {
                 seqs.pop();
@@ -297,7 +297,7 @@ impl Store for MemoryStore {
             }
             seqs[slot] = index;
         }
-        self.record(Journal::LogInserted(id));
+        self.record(Journal::LogInserted);
         Ok(())
     }
 
@@ -416,7 +416,7 @@ impl Store for MemoryStore {
                         None => self.payloads.remove(&node),
                     };
                 }
-                Journal::LogInserted(id) => self.log_remove(id),
+                Journal::LogInserted => self.log_remove_last(),
                 Journal::LogUpdated(b) => {
                     let (id, effect, undo) = *b;
                     if let Some(e) = self.get_mut(&id) {

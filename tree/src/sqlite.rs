@@ -16,6 +16,7 @@ mod reads;
 mod schema;
 mod undo;
 
+use std::cell::RefCell;
 use std::path::Path;
 
 use rusqlite::config::DbConfig;
@@ -113,6 +114,28 @@ enum Tx {
     Savepoint,
 }
 
+/// Replica interning cache, and frontier advances not yet written (flushed at commit).
+#[derive(Debug, Default)]
+struct Replicas {
+    /// Key → compact index.
+    idx: FxHashMap<ReplicaId, i64>,
+    /// Compact index → key.
+    key: FxHashMap<i64, ReplicaId>,
+    /// Compact index → highest seq logged in the open batch.
+    frontier: FxHashMap<i64, i64>,
+    /// Keys known to have no index, valid only inside the open batch (the write lock keeps
+    /// other connections from adding them); cleared when a batch begins or ends.
+    unknown: rustc_hash::FxHashSet<ReplicaId>,
+}
+
+impl Replicas {
+    fn remember(&mut self, replica: ReplicaId, i: i64) {
+        self.idx.insert(replica, i);
+        self.key.insert(i, replica);
+        self.unknown.remove(&replica);
+    }
+}
+
 /// A [`Store`] backed by one SQLite database (one document per database).
 ///
 /// Reads are indexed queries; nothing loads the tree into memory. Each batch of the engine is one
@@ -121,9 +144,9 @@ pub struct SqliteStore {
     conn: Connection,
     tx: Tx,
     /// Replica key → compact index; cleared on rollback (indexes assigned in it are undone).
-    rep_idx: FxHashMap<ReplicaId, i64>,
-    /// Compact index → replica key (same lifetime as `rep_idx`).
-    rep_key: FxHashMap<i64, ReplicaId>,
+    /// Replica interning cache and the batch's frontier advances (interior mutability: reads
+    /// through `&self` fill the cache).
+    reps: RefCell<Replicas>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -178,8 +201,7 @@ impl SqliteStore {
         Ok(Self {
             conn,
             tx: Tx::None,
-            rep_idx: FxHashMap::default(),
-            rep_key: FxHashMap::default(),
+            reps: RefCell::default(),
         })
     }
 
@@ -202,31 +224,30 @@ impl SqliteStore {
     // ---- replica interning ----
 
     /// The compact index of `replica`, if it has one.
-    fn replica_index(&mut self, replica: ReplicaId) -> Result<Option<i64>> {
-        if let Some(&i) = self.rep_idx.get(&replica) {
-            return Ok(Some(i));
+    fn replica_index(&self, replica: ReplicaId) -> Result<Option<i64>> {
+        {
+            let reps = self.reps.borrow();
+            if let Some(&i) = reps.idx.get(&replica) {
+                return Ok(Some(i));
+            }
+            if self.tx != Tx::None && reps.unknown.contains(&replica) {
+                return Ok(None);
+            }
         }
         let i: Option<i64> = self
             .conn
             .prepare_cached("SELECT idx FROM replicas WHERE key = ?1")?
             .query_row([replica.as_bytes()], |r| r.get(0))
             .optional()?;
-        if let Some(i) = i {
-            self.remember(replica, i);
+        let mut reps = self.reps.borrow_mut();
+        match i {
+            Some(i) => reps.remember(replica, i),
+            None if self.tx != Tx::None => {
+                reps.unknown.insert(replica);
+            }
+            None => {}
         }
         Ok(i)
-    }
-
-    /// Read-only lookup of the compact index (no caching, for `&self` reads).
-    fn replica_index_ro(&self, replica: ReplicaId) -> Result<Option<i64>> {
-        if let Some(&i) = self.rep_idx.get(&replica) {
-            return Ok(Some(i));
-        }
-        Ok(self
-            .conn
-            .prepare_cached("SELECT idx FROM replicas WHERE key = ?1")?
-            .query_row([replica.as_bytes()], |r| r.get(0))
-            .optional()?)
     }
 
     /// The compact index of `replica`, assigning one if needed (inside the current batch).
@@ -238,18 +259,13 @@ impl SqliteStore {
             .prepare_cached("INSERT INTO replicas(key) VALUES (?1)")?
             .execute([replica.as_bytes()])?;
         let i = self.conn.last_insert_rowid();
-        self.remember(replica, i);
+        self.reps.borrow_mut().remember(replica, i);
         Ok(i)
-    }
-
-    fn remember(&mut self, replica: ReplicaId, i: i64) {
-        self.rep_idx.insert(replica, i);
-        self.rep_key.insert(i, replica);
     }
 
     /// The replica key of a compact index.
     fn replica_key(&self, i: i64) -> Result<ReplicaId> {
-        if let Some(&k) = self.rep_key.get(&i) {
+        if let Some(&k) = self.reps.borrow().key.get(&i) {
             return Ok(k);
         }
         let k: Option<Vec<u8>> = self
@@ -258,7 +274,20 @@ impl SqliteStore {
             .query_row([i], |r| r.get(0))
             .optional()?;
         let k = k.ok_or(SqliteStoreError::UnknownReplicaIndex(i))?;
-        Ok(ReplicaId::from_bytes(fixed(&k, "replicas", "key")?))
+        let k = ReplicaId::from_bytes(fixed(&k, "replicas", "key")?);
+        self.reps.borrow_mut().remember(k, i);
+        Ok(k)
+    }
+
+    /// Writes the frontier advances of the batch to `replicas.frontier`.
+    fn flush_frontier(&self) -> Result<()> {
+        let dirty = std::mem::take(&mut self.reps.borrow_mut().frontier);
+        for (rep, seq) in dirty {
+            self.conn
+                .prepare_cached("UPDATE replicas SET frontier = max(frontier, ?2) WHERE idx = ?1")?
+                .execute(params![rep, seq])?;
+        }
+        Ok(())
     }
 
     fn op_id(&self, rep: i64, seq: i64) -> Result<OpId> {
@@ -542,7 +571,7 @@ impl Store for SqliteStore {
     }
 
     fn entry(&self, id: OpId) -> Result<Option<LogEntry>> {
-        let Some(rep) = self.replica_index_ro(id.replica())? else {
+        let Some(rep) = self.replica_index(id.replica())? else {
             return Ok(None);
         };
         let mut st = self.conn.prepare_cached(
@@ -556,7 +585,7 @@ impl Store for SqliteStore {
     }
 
     fn entry_lamport(&self, id: OpId) -> Result<Option<crate::id::Lamport>> {
-        let Some(rep) = self.replica_index_ro(id.replica())? else {
+        let Some(rep) = self.replica_index(id.replica())? else {
             return Ok(None);
         };
         let l: Option<i64> = self
@@ -585,9 +614,11 @@ impl Store for SqliteStore {
                 entry.effect.code(),
                 undo::encode(&entry.undo),
             ])?;
-        self.conn
-            .prepare_cached("UPDATE replicas SET frontier = max(frontier, ?2) WHERE idx = ?1")?
-            .execute(params![rep, seq])?;
+        let e = self.reps.get_mut().frontier.entry(rep).or_insert(seq);
+        *e = (*e).max(seq);
+        if self.tx == Tx::None {
+            self.flush_frontier()?;
+        }
         Ok(())
     }
 
@@ -654,15 +685,22 @@ impl Store for SqliteStore {
     }
 
     fn max_seq(&self, replica: ReplicaId) -> Result<u64> {
-        let n: Option<i64> = self
+        let Some(rep) = self.replica_index(replica)? else {
+            return Ok(0);
+        };
+        if let Some(&seq) = self.reps.borrow().frontier.get(&rep) {
+            // logged in the open batch; the log is gap-free, so this is the highest
+            return Ok(seq as u64);
+        }
+        let n: i64 = self
             .conn
-            .prepare_cached("SELECT frontier FROM replicas WHERE key = ?1")?
-            .query_row([replica.as_bytes()], |r| r.get(0))
-            .optional()?;
-        Ok(n.unwrap_or(0) as u64)
+            .prepare_cached("SELECT frontier FROM replicas WHERE idx = ?1")?
+            .query_row([rep], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     fn frontier(&self) -> Result<VersionVector> {
+        self.flush_frontier()?;
         let mut st = self
             .conn
             .prepare_cached("SELECT key, frontier FROM replicas WHERE frontier > 0")?;
@@ -717,7 +755,7 @@ impl Store for SqliteStore {
     }
 
     fn pending_get(&self, id: OpId) -> Result<Option<Op>> {
-        let Some(r) = self.replica_index_ro(id.replica())? else {
+        let Some(r) = self.replica_index(id.replica())? else {
             return Ok(None);
         };
         let b: Option<Vec<u8>> = self
@@ -740,6 +778,7 @@ impl Store for SqliteStore {
         if self.tx != Tx::None {
             return Err(SqliteStoreError::Transaction(TxMisuse::Nested));
         }
+        self.reps.get_mut().unknown.clear();
         if self.conn.is_autocommit() {
             self.exec_cached("BEGIN IMMEDIATE")?;
             self.tx = Tx::Top;
@@ -756,6 +795,8 @@ impl Store for SqliteStore {
             Tx::Top => "COMMIT",
             Tx::Savepoint => "RELEASE canopy_batch",
         };
+        self.flush_frontier()?;
+        self.reps.get_mut().unknown.clear();
         self.conn.prepare_cached(sql)?.execute([])?;
         self.tx = Tx::None;
         Ok(())
@@ -763,9 +804,8 @@ impl Store for SqliteStore {
 
     fn rollback(&mut self) -> Result<()> {
         let tx = std::mem::replace(&mut self.tx, Tx::None);
-        // replica indexes assigned inside the batch are gone
-        self.rep_idx.clear();
-        self.rep_key.clear();
+        // replica indexes assigned inside the batch are gone, and so are its frontier advances
+        *self.reps.get_mut() = Replicas::default();
         match tx {
             Tx::None => Err(SqliteStoreError::Transaction(TxMisuse::NotOpen)),
             Tx::Top => {
@@ -776,66 +816,6 @@ impl Store for SqliteStore {
                 self.conn
                     .execute_batch("ROLLBACK TO canopy_batch; RELEASE canopy_batch")?;
                 Ok(())
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tmp_counts {
-    #[test]
-    fn stmt_counts() {
-        use crate::*;
-        let me = ReplicaId::from_bytes([1; 32]);
-        let mut t = Tree::new(super::SqliteStore::open_in_memory().unwrap(), me);
-        let mut ops = Vec::new();
-        let mut position = Position::first(&me);
-        for seq in 1..=1000u64 {
-            let mut id = [0u8; 16];
-            id[8..].copy_from_slice(&seq.to_be_bytes());
-            ops.push(Op::new(
-                OpId::new(me, seq),
-                Lamport::new(seq),
-                OpKind::Create {
-                    node: NodeId::from_bytes(id),
-                    parent: NodeId::ROOT,
-                    position: position.clone(),
-                    payload: None,
-                },
-            ));
-            position = Position::after(&position, &me).unwrap();
-        }
-        let t0 = std::time::Instant::now();
-        t.apply(ops).unwrap();
-        eprintln!("apply {:?}", t0.elapsed());
-        let conn = t.store().connection();
-        unsafe {
-            let h = conn.handle();
-            let mut s = rusqlite::ffi::sqlite3_next_stmt(h, std::ptr::null_mut());
-            while !s.is_null() {
-                let runs =
-                    rusqlite::ffi::sqlite3_stmt_status(s, rusqlite::ffi::SQLITE_STMTSTATUS_RUN, 0);
-                let steps = rusqlite::ffi::sqlite3_stmt_status(
-                    s,
-                    rusqlite::ffi::SQLITE_STMTSTATUS_FULLSCAN_STEP,
-                    0,
-                );
-                let vm = rusqlite::ffi::sqlite3_stmt_status(
-                    s,
-                    rusqlite::ffi::SQLITE_STMTSTATUS_VM_STEP,
-                    0,
-                );
-                let sql = std::ffi::CStr::from_ptr(rusqlite::ffi::sqlite3_sql(s)).to_string_lossy();
-                eprintln!(
-                    "runs={runs:5} vm={vm:8} scan={steps:6} {}",
-                    sql.split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                        .chars()
-                        .take(110)
-                        .collect::<String>()
-                );
-                s = rusqlite::ffi::sqlite3_next_stmt(h, s);
             }
         }
     }

@@ -29,10 +29,6 @@ impl Arena {
         }
     }
 
-    pub(super) fn last(&self) -> Option<&LogEntry> {
-        self.chunks.last().and_then(|c| c.last())
-    }
-
     pub(super) fn pop(&mut self) -> Option<LogEntry> {
         let c = self.chunks.last_mut()?;
         let e = c.pop();
