@@ -123,6 +123,8 @@ struct Replicas {
     key: FxHashMap<i64, ReplicaId>,
     /// Compact index → highest seq logged in the open batch.
     frontier: FxHashMap<i64, i64>,
+    /// Change of the `nodes` and `ops` row counts in the open batch (flushed at commit).
+    counts: (i64, i64),
     /// Keys known to have no index, valid only inside the open batch (the write lock keeps
     /// other connections from adding them); cleared when a batch begins or ends.
     unknown: rustc_hash::FxHashSet<ReplicaId>,
@@ -279,6 +281,30 @@ impl SqliteStore {
         Ok(k)
     }
 
+    /// Records a change of the node and op counts (written at commit, or now outside a batch).
+    fn count_delta(&mut self, nodes: i64, ops: i64) -> Result<()> {
+        let c = &mut self.reps.get_mut().counts;
+        c.0 += nodes;
+        c.1 += ops;
+        if self.tx == Tx::None {
+            self.flush_counts()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the batch's count changes to the `counts` table.
+    fn flush_counts(&self) -> Result<()> {
+        let (nodes, ops) = std::mem::take(&mut self.reps.borrow_mut().counts);
+        for (name, d) in [("nodes", nodes), ("ops", ops)] {
+            if d != 0 {
+                self.conn
+                    .prepare_cached("UPDATE counts SET n = n + ?2 WHERE name = ?1")?
+                    .execute(params![name, d])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the frontier advances of the batch to `replicas.frontier`.
     fn flush_frontier(&self) -> Result<()> {
         let dirty = std::mem::take(&mut self.reps.borrow_mut().frontier);
@@ -380,27 +406,37 @@ impl Store for SqliteStore {
     fn set_placement(&mut self, node: NodeId, placement: Option<&Placement>) -> Result<()> {
         match placement {
             None => {
-                self.conn
+                let n = self
+                    .conn
                     .prepare_cached("DELETE FROM nodes WHERE node = ?1")?
                     .execute([node.as_bytes()])?;
+                self.count_delta(-(n as i64), 0)?;
             }
             Some(p) => {
                 let rep = self.intern(p.placed_by.replica())?;
-                self.conn
+                let args = params![
+                    node.as_bytes(),
+                    p.parent.as_bytes(),
+                    p.position.as_bytes(),
+                    rep,
+                    seq_param(p.placed_by.seq())?
+                ];
+                let moved = self
+                    .conn
                     .prepare_cached(
-                        "INSERT INTO nodes(node, parent, position, placed_rep, placed_seq)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT(node) DO UPDATE SET parent = excluded.parent,
-                           position = excluded.position, placed_rep = excluded.placed_rep,
-                           placed_seq = excluded.placed_seq",
+                        "UPDATE nodes SET parent = ?2, position = ?3, placed_rep = ?4,
+                           placed_seq = ?5 WHERE node = ?1",
                     )?
-                    .execute(params![
-                        node.as_bytes(),
-                        p.parent.as_bytes(),
-                        p.position.as_bytes(),
-                        rep,
-                        seq_param(p.placed_by.seq())?
-                    ])?;
+                    .execute(args)?;
+                if moved == 0 {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO nodes(node, parent, position, placed_rep, placed_seq)
+                             VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(args)?;
+                    self.count_delta(1, 0)?;
+                }
             }
         }
         Ok(())
@@ -567,7 +603,7 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached("SELECT n FROM counts WHERE name = 'nodes'")?
             .query_row([], |r| r.get(0))?;
-        Ok(n as u64)
+        Ok((n + self.reps.borrow().counts.0) as u64)
     }
 
     fn entry(&self, id: OpId) -> Result<Option<LogEntry>> {
@@ -619,7 +655,7 @@ impl Store for SqliteStore {
         if self.tx == Tx::None {
             self.flush_frontier()?;
         }
-        Ok(())
+        self.count_delta(0, 1)
     }
 
     fn log_update(&mut self, id: OpId, effect: Effect, undo: &[Undo]) -> Result<()> {
@@ -681,7 +717,7 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached("SELECT n FROM counts WHERE name = 'ops'")?
             .query_row([], |r| r.get(0))?;
-        Ok(n as u64)
+        Ok((n + self.reps.borrow().counts.1) as u64)
     }
 
     fn max_seq(&self, replica: ReplicaId) -> Result<u64> {
@@ -796,6 +832,7 @@ impl Store for SqliteStore {
             Tx::Savepoint => "RELEASE canopy_batch",
         };
         self.flush_frontier()?;
+        self.flush_counts()?;
         self.reps.get_mut().unknown.clear();
         self.conn.prepare_cached(sql)?.execute([])?;
         self.tx = Tx::None;

@@ -9,7 +9,7 @@ pub(super) const APPLICATION_ID: i64 = 0x436e_7079;
 /// `PRAGMA user_version`: the schema version this code reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = 1;
 
-/// Tables, indexes and counter triggers. One database holds one document.
+/// Tables and indexes. One database holds one document.
 const DDL: &str = "
 CREATE TABLE replicas(
     idx      INTEGER PRIMARY KEY,
@@ -54,14 +54,6 @@ CREATE TABLE pending(
 CREATE INDEX pending_by_awaits ON pending(awaits_rep, awaits_seq);
 CREATE TABLE counts(name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO counts VALUES ('nodes', 0), ('ops', 0);
-CREATE TRIGGER nodes_count_ins AFTER INSERT ON nodes BEGIN
-    UPDATE counts SET n = n + 1 WHERE name = 'nodes'; END;
-CREATE TRIGGER nodes_count_del AFTER DELETE ON nodes BEGIN
-    UPDATE counts SET n = n - 1 WHERE name = 'nodes'; END;
-CREATE TRIGGER ops_count_ins AFTER INSERT ON ops BEGIN
-    UPDATE counts SET n = n + 1 WHERE name = 'ops'; END;
-CREATE TRIGGER ops_count_del AFTER DELETE ON ops BEGIN
-    UPDATE counts SET n = n - 1 WHERE name = 'ops'; END;
 ";
 
 /// Creates the schema in an empty database, or checks that an existing one is ours and current.

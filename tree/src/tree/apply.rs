@@ -57,8 +57,13 @@ pub(crate) fn run<S: Store, P: Policy>(
     scratch.clear();
     let ops = ops.into_iter();
     let hint = ops.size_hint().0;
-    let mut outcomes: Vec<(OpId, Option<Outcome<P::Reason>>)> = Vec::with_capacity(hint);
-    let mut released: Vec<(OpId, Option<Outcome<P::Reason>>)> = Vec::new();
+    // Every op's outcome is set below; `Duplicate` is only a placeholder.
+    let mut outcomes: Vec<OpReport<P::Reason>> = Vec::with_capacity(hint);
+    let mut released: Vec<OpReport<P::Reason>> = Vec::new();
+    let placeholder = |id| OpReport {
+        id,
+        outcome: Outcome::Duplicate,
+    };
     let Scratch {
         ready,
         admitted: batch,
@@ -69,19 +74,19 @@ pub(crate) fn run<S: Store, P: Policy>(
     ready.reserve(hint);
 
     for op in ops {
-        outcomes.push((op.id(), None));
+        outcomes.push(placeholder(op.id()));
         work.push((op, Origin::Input(outcomes.len() - 1)));
         while let Some((op, origin)) = work.pop() {
             let admitted = admit(store, batch, ready, &op)?;
             let slot = match origin {
-                Origin::Input(i) => &mut outcomes[i].1,
-                Origin::Released(i) => &mut released[i].1,
+                Origin::Input(i) => &mut outcomes[i].outcome,
+                Origin::Released(i) => &mut released[i].outcome,
             };
             match admitted {
-                Admit::Reject(r) => *slot = Some(Outcome::Rejected(r)),
-                Admit::Duplicate => *slot = Some(Outcome::Duplicate),
+                Admit::Reject(r) => *slot = Outcome::Rejected(r),
+                Admit::Duplicate => *slot = Outcome::Duplicate,
                 Admit::Park(awaits) => {
-                    *slot = Some(Outcome::Pending { awaits });
+                    *slot = Outcome::Pending { awaits };
                     store.pending_insert(awaits, &op)?;
                     if let Origin::Input(i) = origin {
                         parked_inputs.insert(op.id(), i);
@@ -95,7 +100,7 @@ pub(crate) fn run<S: Store, P: Policy>(
                         let o = match parked_inputs.remove(&waiting.id()) {
                             Some(i) => Origin::Input(i),
                             None => {
-                                released.push((waiting.id(), None));
+                                released.push(placeholder(waiting.id()));
                                 Origin::Released(released.len() - 1)
                             }
                         };
@@ -141,8 +146,8 @@ pub(crate) fn run<S: Store, P: Policy>(
                 _ => Outcome::Applied,
             };
             match origin {
-                Origin::Input(i) => outcomes[i].1 = Some(outcome),
-                Origin::Released(i) => released[i].1 = Some(outcome),
+                Origin::Input(i) => outcomes[i].outcome = outcome,
+                Origin::Released(i) => released[i].outcome = outcome,
             }
             engine.store.log_push(LogEntry {
                 op,
@@ -155,17 +160,9 @@ pub(crate) fn run<S: Store, P: Policy>(
         }
     }
     let events = engine.events()?;
-    let finish = |v: Vec<(OpId, Option<Outcome<P::Reason>>)>| {
-        v.into_iter()
-            .map(|(id, o)| OpReport {
-                id,
-                outcome: o.unwrap_or(Outcome::Duplicate),
-            })
-            .collect()
-    };
     Ok(ApplyReport {
-        ops: finish(outcomes),
-        released: finish(released),
+        ops: outcomes,
+        released,
         events,
     })
 }
@@ -353,8 +350,10 @@ impl<R> Done<R> {
 /// A node's state before the batch first touched it.
 #[derive(Default)]
 struct Before {
-    place: Option<Option<Placement>>,
-    payload: Option<Option<OpId>>,
+    /// `None`: placement not touched; `Some(None)`: the node did not exist.
+    place: Option<Option<Box<Placement>>>,
+    /// `None`: payload not touched; `Some(None)`: no payload.
+    payload: Option<Option<Box<OpId>>>,
 }
 
 /// Nodes the batch touched, in first-touch order, with their state before the batch.
@@ -376,13 +375,13 @@ impl Touched {
     fn place(&mut self, node: NodeId, prior: &Option<Placement>) {
         let b = self.slot(node);
         if b.place.is_none() {
-            b.place = Some(prior.clone());
+            b.place = Some(prior.as_ref().map(|p| Box::new(p.clone())));
         }
     }
     fn payload(&mut self, node: NodeId, prior: Option<OpId>) {
         let b = self.slot(node);
         if b.payload.is_none() {
-            b.payload = Some(prior);
+            b.payload = Some(prior.map(Box::new));
         }
     }
 }
@@ -666,13 +665,13 @@ impl<S: Store, P: Policy> Engine<'_, S, P> {
         for (node, before) in &self.touched.order {
             if let Some(was) = &before.place {
                 let now = self.store.placement(*node)?;
-                if let Some(e) = place_event(*node, was.as_ref(), now) {
+                if let Some(e) = place_event(*node, was.as_deref(), now) {
                     events.push(e);
                 }
             }
-            if let Some(was) = before.payload {
+            if let Some(was) = &before.payload {
                 let now = self.store.payload(*node)?;
-                if now.as_ref().map(|p| p.set_by) != was {
+                if now.as_ref().map(|p| p.set_by) != was.as_deref().copied() {
                     events.push(ChangeEvent::PayloadChanged {
                         node: *node,
                         payload: now.map(|p| p.bytes),
