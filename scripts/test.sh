@@ -59,6 +59,8 @@ node tree/wasm-smoke/smoke.mjs "$WASM_OUT/canopy_wasm_smoke.wasm" --sqlite
 
 phase "sqlite extension: build + tests through an sqlite3 shell (sqlite-ext/, its own lockfile)"
 # outside the workspace: rusqlite's loadable_extension must not be unified with bundled
+# cargo test alone does not build a cdylib-only crate's library: build libcanopy.so first
+cargo build --manifest-path sqlite-ext/Cargo.toml --target-dir target/sqlite-ext
 cargo test --manifest-path sqlite-ext/Cargo.toml --target-dir target/sqlite-ext
 
 phase "done"
