@@ -52,10 +52,21 @@ impl Blocks {
             self.len = 1;
             return;
         };
-        if let Err(i) = at {
+        let Err(i) = at else { return };
+        self.len += 1;
+        let full = self.blocks[b].len() >= BLOCK;
+        if full && b + 1 == self.blocks.len() && i == self.blocks[b].len() {
+            // Appending past a full last block: start a new one (blocks stay full).
+            let mut fresh = Vec::with_capacity(BLOCK);
+            fresh.push(key);
+            self.blocks.push(fresh);
+        } else if full && b == 0 && i == 0 {
+            let mut fresh = Vec::with_capacity(BLOCK);
+            fresh.push(key);
+            self.blocks.insert(0, fresh);
+        } else {
             let block = &mut self.blocks[b];
             block.insert(i, key);
-            self.len += 1;
             if block.len() > BLOCK {
                 let upper = block.split_off(BLOCK / 2);
                 self.blocks.insert(b + 1, upper);
@@ -243,6 +254,19 @@ mod tests {
         assert_eq!(kids.before(None).unwrap().position, key(999).0);
         for i in 0..1000 {
             assert_eq!(kids.before(Some(&key(i + 1))).unwrap().position, key(i).0);
+        }
+        // Pure appends and pure prepends (the fast paths) keep the order too.
+        let mut up = Kids::default();
+        let mut down = Kids::default();
+        for i in 0..1000 {
+            up.insert(key(i));
+            down.insert(key(999 - i));
+        }
+        for k in [&up, &down] {
+            let all = k.page(None, usize::MAX);
+            assert_eq!(all.len(), 1000);
+            assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+            assert_eq!(k.page(Some(&key(499)), 1)[0].position, key(500).0);
         }
         let mut small = Kids::default();
         for i in 0..40 {
