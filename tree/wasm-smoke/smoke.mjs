@@ -290,6 +290,17 @@ function treeScenarios(store, label) {
     assert.equal(again.events, 0);
     T.check(B);
   });
+  check(tag('ops arriving before their predecessors are parked, then released'), () => {
+    const E = T.replica(store, 5);
+    const first = T.deliver(A, E, { start: 6 }); // ops 7..12 of A: op 7 awaits op 6
+    assert.equal(first.pending, 6, JSON.stringify(first));
+    assert.equal(first.events, 0);
+    assert.deepEqual(T.counts(E), { nodes: 0, root: 0, trash: 0 });
+    const rest = T.deliver(A, E, { start: 0, count: 6 });
+    assert.equal(rest.applied, 12, `6 delivered + 6 released: ${JSON.stringify(rest)}`);
+    assert.equal(T.dump(E), T.dump(A));
+    T.check(E);
+  });
   check(tag('concurrent moves that would make a cycle: exactly one is skipped, replicas agree'), () => {
     // A moves e under c while B moves c under e
     const [sa, sb] = [T.sent(A), T.sent(B)];
