@@ -37,7 +37,10 @@ enum Journal {
 /// from a journal of the values they replaced.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    placements: FxHashMap<NodeId, Placement>,
+    /// `places[slot]`: the placement of the node in that slot (see `index`).
+    places: Vec<Option<Placement>>,
+    /// Number of placed nodes.
+    placed: u64,
     /// Ancestor walks run on dense indexes: `index[node]` is the node's slot, `up[slot]` the
     /// parent's slot (`NONE`: not placed), `ids[slot]` the node.
     index: FxHashMap<NodeId, u32>,
@@ -89,34 +92,40 @@ impl MemoryStore {
     #[inline]
     fn slot(&mut self, node: NodeId) -> u32 {
         let (up, ids) = (&mut self.up, &mut self.ids);
+        let places = &mut self.places;
         *self.index.entry(node).or_insert_with(|| {
             up.push(NONE);
             ids.push(node);
+            places.push(None);
             (ids.len() - 1) as u32
         })
     }
 
     fn place(&mut self, node: NodeId, placement: Option<Placement>) -> Option<Placement> {
-        let slot = self.slot(node);
+        let slot = self.slot(node) as usize;
         let old = match placement {
             Some(p) => {
                 self.children
                     .entry(p.parent)
                     .or_default()
                     .insert((p.position.clone(), node));
-                self.up[slot as usize] = self.slot(p.parent);
-                self.placements.insert(node, p)
+                self.up[slot] = self.slot(p.parent);
+                self.places[slot].replace(p)
             }
             None => {
-                self.up[slot as usize] = NONE;
-                self.placements.remove(&node)
+                self.up[slot] = NONE;
+                self.places[slot].take()
             }
         };
+        match (&old, &self.places[slot]) {
+            (None, Some(_)) => self.placed += 1,
+            (Some(_), None) => self.placed -= 1,
+            _ => {}
+        }
         if let Some(o) = &old {
             if let Some(set) = self.children.get_mut(&o.parent) {
-                let same = self
-                    .placements
-                    .get(&node)
+                let same = self.places[slot]
+                    .as_ref()
                     .is_some_and(|n| n.parent == o.parent && n.position == o.position);
                 if !same {
                     set.remove(&(o.position.clone(), node));
@@ -158,7 +167,10 @@ impl Store for MemoryStore {
 
     #[inline]
     fn placement(&self, node: NodeId) -> Result<Option<Placement>, Infallible> {
-        Ok(self.placements.get(&node).cloned())
+        Ok(self
+            .index
+            .get(&node)
+            .and_then(|&i| self.places[i as usize].clone()))
     }
 
     #[inline]
@@ -262,7 +274,7 @@ impl Store for MemoryStore {
 
     #[inline]
     fn node_count(&self) -> Result<u64, Infallible> {
-        Ok(self.placements.len() as u64)
+        Ok(self.placed)
     }
 
     #[inline]
@@ -453,7 +465,12 @@ mod tests {
     use crate::op::OpKind;
 
     fn snapshot(s: &MemoryStore) -> String {
-        let mut placements: Vec<_> = s.placements.iter().collect();
+        let mut placements: Vec<_> = s
+            .ids
+            .iter()
+            .zip(&s.places)
+            .filter_map(|(n, p)| Some((n, p.as_ref()?)))
+            .collect();
         placements.sort_by_key(|(n, _)| **n);
         let mut payloads: Vec<_> = s.payloads.iter().collect();
         payloads.sort_by_key(|(n, _)| **n);

@@ -142,6 +142,28 @@ impl Replicas {
 ///
 /// Reads are indexed queries; nothing loads the tree into memory. Each batch of the engine is one
 /// SQLite transaction (`begin` → `BEGIN IMMEDIATE`, or a savepoint inside an outer transaction).
+///
+/// ```
+/// use canopy_tree::{NodeId, Place, ReplicaId, SqliteStore, Store, Tree};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("notes.canopy");
+/// let me = ReplicaId::from_bytes([7; 32]);
+/// let mut tree = Tree::new(SqliteStore::open(&path)?, me);
+/// let list = tree.create(NodeId::ROOT, Place::Last, Some(b"todo".to_vec()))?.node();
+/// for _ in 0..3 {
+///     tree.create(list, Place::Last, None)?;
+/// }
+/// drop(tree);
+///
+/// // reopen: everything committed is there; read one keyset page of children
+/// let store = SqliteStore::open(&path)?;
+/// let page = store.children(list, None, 2)?;
+/// let next = store.children(list, Some((&page[1].position, page[1].node)), 2)?;
+/// assert_eq!((page.len(), next.len()), (2, 1));
+/// assert_eq!(store.ancestors(next[0].node)?.len(), 2); // list, ROOT
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct SqliteStore {
     conn: Connection,
     tx: Tx,
