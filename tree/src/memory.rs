@@ -12,7 +12,7 @@ use crate::store::{Child, Effect, LogEntry, PayloadRecord, Placement, Store, Und
 mod arena;
 mod kids;
 mod order;
-use arena::Arena;
+use arena::Chunked;
 use kids::Kids;
 use order::LogOrder;
 
@@ -38,7 +38,7 @@ enum Journal {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     /// `places[slot]`: the placement of the node in that slot (see `index`).
-    places: Vec<Option<Placement>>,
+    places: Chunked<Option<Placement>>,
     /// Number of placed nodes.
     placed: u64,
     /// Ancestor walks run on dense indexes: `index[node]` is the node's slot, `up[slot]` the
@@ -50,7 +50,7 @@ pub struct MemoryStore {
     payloads: FxHashMap<NodeId, PayloadRecord>,
     /// Entries in insertion order; `order` indexes them by key, `replicas` by op id: entry
     /// `seq` of a replica is at `replicas[replica][seq - 1]` (the log is gap-free per replica).
-    entries: Arena,
+    entries: Chunked<LogEntry>,
     order: LogOrder,
     replicas: FxHashMap<ReplicaId, Vec<u32>>,
     pending: FxHashMap<OpId, Vec<Op>>,
@@ -110,22 +110,24 @@ impl MemoryStore {
                     .or_default()
                     .insert((p.position.clone(), node));
                 self.up[slot] = self.slot(p.parent);
-                self.places[slot].replace(p)
+                self.places.get_mut(slot).and_then(|x| x.replace(p))
             }
             None => {
                 self.up[slot] = NONE;
-                self.places[slot].take()
+                self.places.get_mut(slot).and_then(|x| x.take())
             }
         };
-        match (&old, &self.places[slot]) {
+        match (&old, self.places.get(slot).and_then(|x| x.as_ref())) {
             (None, Some(_)) => self.placed += 1,
             (Some(_), None) => self.placed -= 1,
             _ => {}
         }
         if let Some(o) = &old {
             if let Some(set) = self.children.get_mut(&o.parent) {
-                let same = self.places[slot]
-                    .as_ref()
+                let same = self
+                    .places
+                    .get(slot)
+                    .and_then(|x| x.as_ref())
                     .is_some_and(|n| n.parent == o.parent && n.position == o.position);
                 if !same {
                     set.remove(&(o.position.clone(), node));
@@ -170,7 +172,7 @@ impl Store for MemoryStore {
         Ok(self
             .index
             .get(&node)
-            .and_then(|&i| self.places[i as usize].clone()))
+            .and_then(|&i| self.places.get(i as usize)?.clone()))
     }
 
     #[inline]
@@ -468,7 +470,7 @@ mod tests {
         let mut placements: Vec<_> = s
             .ids
             .iter()
-            .zip(&s.places)
+            .zip(s.places.iter())
             .filter_map(|(n, p)| Some((n, p.as_ref()?)))
             .collect();
         placements.sort_by_key(|(n, _)| **n);

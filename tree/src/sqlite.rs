@@ -114,15 +114,13 @@ enum Tx {
     Savepoint,
 }
 
-/// Replica interning cache, and frontier advances not yet written (flushed at commit).
+/// Replica interning cache, and count changes not yet written (flushed at commit).
 #[derive(Debug, Default)]
 struct Replicas {
     /// Key → compact index.
     idx: FxHashMap<ReplicaId, i64>,
     /// Compact index → key.
     key: FxHashMap<i64, ReplicaId>,
-    /// Compact index → highest seq logged in the open batch.
-    frontier: FxHashMap<i64, i64>,
     /// Change of the `nodes` and `ops` row counts in the open batch (flushed at commit).
     counts: (i64, i64),
     /// Keys known to have no index, valid only inside the open batch (the write lock keeps
@@ -168,7 +166,7 @@ pub struct SqliteStore {
     conn: Connection,
     tx: Tx,
     /// Replica key → compact index; cleared on rollback (indexes assigned in it are undone).
-    /// Replica interning cache and the batch's frontier advances (interior mutability: reads
+    /// Replica interning cache and the batch's count changes (interior mutability: reads
     /// through `&self` fill the cache).
     reps: RefCell<Replicas>,
 }
@@ -323,17 +321,6 @@ impl SqliteStore {
                     .prepare_cached("UPDATE counts SET n = n + ?2 WHERE name = ?1")?
                     .execute(params![name, d])?;
             }
-        }
-        Ok(())
-    }
-
-    /// Writes the frontier advances of the batch to `replicas.frontier`.
-    fn flush_frontier(&self) -> Result<()> {
-        let dirty = std::mem::take(&mut self.reps.borrow_mut().frontier);
-        for (rep, seq) in dirty {
-            self.conn
-                .prepare_cached("UPDATE replicas SET frontier = max(frontier, ?2) WHERE idx = ?1")?
-                .execute(params![rep, seq])?;
         }
         Ok(())
     }
@@ -672,11 +659,6 @@ impl Store for SqliteStore {
                 entry.effect.code(),
                 undo::encode(&entry.undo),
             ])?;
-        let e = self.reps.get_mut().frontier.entry(rep).or_insert(seq);
-        *e = (*e).max(seq);
-        if self.tx == Tx::None {
-            self.flush_frontier()?;
-        }
         self.count_delta(0, 1)
     }
 
@@ -746,22 +728,19 @@ impl Store for SqliteStore {
         let Some(rep) = self.replica_index(replica)? else {
             return Ok(0);
         };
-        if let Some(&seq) = self.reps.borrow().frontier.get(&rep) {
-            // logged in the open batch; the log is gap-free, so this is the highest
-            return Ok(seq as u64);
-        }
-        let n: i64 = self
+        // the log is gap-free per replica: its highest seq is its frontier (one PK seek)
+        let n: Option<i64> = self
             .conn
-            .prepare_cached("SELECT frontier FROM replicas WHERE idx = ?1")?
+            .prepare_cached("SELECT max(seq) FROM ops WHERE replica = ?1")?
             .query_row([rep], |r| r.get(0))?;
-        Ok(n as u64)
+        Ok(n.unwrap_or(0) as u64)
     }
 
     fn frontier(&self) -> Result<VersionVector> {
-        self.flush_frontier()?;
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT key, frontier FROM replicas WHERE frontier > 0")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT key, (SELECT max(seq) FROM ops WHERE replica = idx) AS f FROM replicas
+             WHERE f IS NOT NULL",
+        )?;
         let mut rows = st.query([])?;
         let mut v = VersionVector::new();
         while let Some(r) = rows.next()? {
@@ -853,7 +832,6 @@ impl Store for SqliteStore {
             Tx::Top => "COMMIT",
             Tx::Savepoint => "RELEASE canopy_batch",
         };
-        self.flush_frontier()?;
         self.flush_counts()?;
         self.reps.get_mut().unknown.clear();
         self.conn.prepare_cached(sql)?.execute([])?;
@@ -863,7 +841,7 @@ impl Store for SqliteStore {
 
     fn rollback(&mut self) -> Result<()> {
         let tx = std::mem::replace(&mut self.tx, Tx::None);
-        // replica indexes assigned inside the batch are gone, and so are its frontier advances
+        // replica indexes assigned inside the batch are gone, and so are its count changes
         *self.reps.get_mut() = Replicas::default();
         match tx {
             Tx::None => Err(SqliteStoreError::Transaction(TxMisuse::NotOpen)),

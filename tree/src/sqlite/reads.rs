@@ -79,11 +79,11 @@ impl SqliteStore {
     /// Up to `limit` logged ops that `seen` does not cover, ordered by (replica key, seq): a keyset
     /// page for sync. Call again with `seen` advanced past the returned ops for the next page.
     pub fn ops_since(&self, seen: &VersionVector, limit: usize) -> Result<Vec<Op>> {
-        self.flush_frontier()?;
         let mut reps: Vec<(Vec<u8>, i64, i64)> = Vec::new();
         {
             let mut st = self.conn.prepare_cached(
-                "SELECT key, idx, frontier FROM replicas WHERE frontier > 0 ORDER BY key",
+                "SELECT key, idx, (SELECT max(seq) FROM ops WHERE replica = idx) AS f FROM replicas
+                 WHERE f IS NOT NULL ORDER BY key",
             )?;
             let mut rows = st.query([])?;
             while let Some(r) = rows.next()? {

@@ -13,8 +13,7 @@ pub(super) const SCHEMA_VERSION: i64 = 1;
 const DDL: &str = "
 CREATE TABLE replicas(
     idx      INTEGER PRIMARY KEY,
-    key      BLOB NOT NULL UNIQUE CHECK (length(key) = 32),
-    frontier INTEGER NOT NULL DEFAULT 0
+    key      BLOB NOT NULL UNIQUE CHECK (length(key) = 32)
 );
 CREATE TABLE ops(
     replica INTEGER NOT NULL REFERENCES replicas(idx),
