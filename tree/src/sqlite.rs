@@ -196,6 +196,12 @@ impl SqliteStore {
             Durability::Normal => "PRAGMA synchronous = NORMAL;",
             Durability::Full => "PRAGMA synchronous = FULL;",
         })?;
+        // Small batches (one op per transaction) touch the same few pages again and again:
+        // checkpoint every 8192 WAL pages (32 MiB) rather than SQLite's 1000, so each hot page is
+        // copied (and the files synced) far less often; trim the WAL back to 64 MiB afterwards.
+        conn.execute_batch(
+            "PRAGMA wal_autocheckpoint = 8192; PRAGMA journal_size_limit = 67108864;",
+        )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Self::own_connection(conn)
     }
