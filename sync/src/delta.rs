@@ -19,6 +19,8 @@ pub(crate) struct Delta {
     pub(crate) records: Vec<NodeRecord>,
     pub(crate) frontier: VersionVector,
     pub(crate) max_lamport: u64,
+    /// A full snapshot of the scope (cold sync, or `since` not covered by this replica).
+    pub(crate) reset: bool,
 }
 
 pub(crate) enum DeltaError<E> {
@@ -177,7 +179,10 @@ pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
         scope,
         emitted: FxHashSet::default(),
     };
-    if since.is_empty() {
+    // a checkpoint this replica does not cover (taken from a replica that had ops this one lacks,
+    // or forged) cannot be diffed against: send the whole scope
+    delta.reset = since.is_empty() || since.iter().any(|(r, s)| s > frontier.get(&r));
+    if delta.reset {
         // cold: the scope root's children first (first view), then the whole subtree
         let mut anc = vec![scope];
         anc.extend_from_slice(&scope_anc);

@@ -97,7 +97,10 @@ pub struct PartialReplica {
     nodes: FxHashMap<NodeId, Held>,
     children: FxHashMap<NodeId, BTreeSet<(Position, NodeId)>>,
     by_digest: FxHashMap<[u8; 16], NodeId>,
-    unacked: Vec<Op>,
+    /// Every op this replica made (it may be their only holder), in seq order.
+    own: Vec<Op>,
+    /// Own ops were left unapplied by the last responder: the next sync asks for a snapshot.
+    tainted: bool,
 }
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"cnpyPR01";
@@ -116,7 +119,8 @@ impl PartialReplica {
             nodes: FxHashMap::default(),
             children: FxHashMap::default(),
             by_digest: FxHashMap::default(),
-            unacked: Vec::new(),
+            own: Vec::new(),
+            tainted: false,
         }
     }
 
@@ -179,21 +183,41 @@ impl PartialReplica {
         v.sort_by_key(|r| r.node);
         v
     }
-    /// Local ops not yet covered by [`PartialReplica::since`]: pushed at the next sync.
+    /// Local ops not covered by [`PartialReplica::since`] (the last responder does not have them
+    /// yet): pushed at the next sync.
     pub fn unacked(&self) -> &[Op] {
-        &self.unacked
+        let acked = self.since.get(&self.replica);
+        let i = self.own.partition_point(|op| op.id().seq() <= acked);
+        &self.own[i..]
+    }
+
+    /// Every op this replica made. They are kept: after syncing with a full replica that lacks
+    /// some of them (its checkpoint is lower), the next sync pushes them again.
+    pub fn own_ops(&self) -> &[Op] {
+        &self.own
     }
 
     // ---- applying a delta (the session calls these) ----
 
+    /// Drops everything held and the checkpoint: the next items rebuild the scope from nothing,
+    /// and if they are cut short the next sync starts cold again.
     pub(crate) fn start_cold(&mut self) {
+        self.since = VersionVector::new();
         self.nodes.clear();
         self.children.clear();
         self.by_digest.clear();
         self.path.clear();
     }
 
+    /// Adopts a new path. A held node that is now an ancestor of the scope root left the scope
+    /// (the responder does not name it in Gone: the path carries it), so it goes, with what is
+    /// held under it.
     pub(crate) fn set_path(&mut self, path: Vec<PathEntry>) {
+        for e in &path {
+            if self.nodes.contains_key(&e.node) {
+                self.remove_subtree(e.node);
+            }
+        }
         self.path = path;
     }
 
@@ -224,17 +248,138 @@ impl PartialReplica {
         );
     }
 
+    /// Adopts the responder's checkpoint, then re-applies the own ops it does not cover on top
+    /// of the responder's state (optimistically, as when they were made).
     pub(crate) fn checkpoint(&mut self, frontier: VersionVector, max_lamport: u64) {
-        let own = frontier.get(&self.replica);
-        self.unacked.retain(|op| op.id().seq() > own);
-        self.last_seq = self.last_seq.max(own);
+        self.last_seq = self.last_seq.max(frontier.get(&self.replica));
         self.lamport = self.lamport.max(max_lamport);
         self.since = frontier;
+        let pending: Vec<Op> = self.unacked().to_vec();
+        // own ops the responder could not apply yet (it lacks ops they depend on): shown on top of
+        // its state, and the next sync asks for a full snapshot, since what is held is no longer
+        // exactly the responder's state at `since`
+        self.tainted = !pending.is_empty();
+        if self.tainted {
+            for op in &pending {
+                self.apply_optimistic(op);
+            }
+            self.prune_unreachable();
+        }
     }
 
-    /// Drops an unacked local op the full replica refused as invalid (it will never be logged).
+    /// True if the next sync must ask for a full snapshot (see [`PartialReplica::checkpoint`]).
+    pub(crate) fn needs_reset(&self) -> bool {
+        self.tainted
+    }
+
+    /// Drops held nodes that no longer hang under the scope root.
+    fn prune_unreachable(&mut self) {
+        let mut keep: rustc_hash::FxHashSet<NodeId> = rustc_hash::FxHashSet::default();
+        let mut stack = vec![self.scope];
+        while let Some(n) = stack.pop() {
+            if let Some(kids) = self.children.get(&n) {
+                for (_, c) in kids {
+                    if keep.insert(*c) {
+                        stack.push(*c);
+                    }
+                }
+            }
+        }
+        let drop: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .copied()
+            .filter(|n| !keep.contains(n))
+            .collect();
+        for n in drop {
+            self.detach(n);
+            self.nodes.remove(&n);
+            self.by_digest.remove(&gone_digest(n));
+            self.children.remove(&n);
+        }
+    }
+
+    /// The local effect of an own op on the projection (skipped where it no longer applies).
+    fn apply_optimistic(&mut self, op: &Op) {
+        match op.kind() {
+            OpKind::Create {
+                node,
+                parent,
+                position,
+                payload,
+            } if self.is_parent_ok(*parent) && !self.is_under(*parent, *node) => {
+                let payload = match payload {
+                    Some(b) => PayloadState::Present {
+                        bytes: b.clone(),
+                        set_by: op.id(),
+                    },
+                    None => self
+                        .nodes
+                        .get(node)
+                        .map_or(PayloadState::None, |h| h.payload.clone()),
+                };
+                self.apply_record(NodeRecord {
+                    node: *node,
+                    parent: *parent,
+                    position: position.clone(),
+                    placed_by: op.id(),
+                    payload,
+                });
+            }
+            OpKind::Move {
+                node,
+                parent,
+                position,
+            } => {
+                if let Some(h) = self.nodes.get(node).cloned() {
+                    if self.is_parent_ok(*parent) && !self.is_under(*parent, *node) {
+                        self.apply_record(NodeRecord {
+                            node: *node,
+                            parent: *parent,
+                            position: position.clone(),
+                            placed_by: op.id(),
+                            payload: h.payload,
+                        });
+                    }
+                }
+            }
+            OpKind::Delete { node, .. } if self.nodes.contains_key(node) => {
+                self.remove_subtree(*node);
+            }
+            OpKind::SetPayload { node, payload } => {
+                if let Some(h) = self.nodes.get_mut(node) {
+                    h.payload = PayloadState::Present {
+                        bytes: payload.clone(),
+                        set_by: op.id(),
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// True if `node` is `ancestor` or held below it.
+    fn is_under(&self, node: NodeId, ancestor: NodeId) -> bool {
+        let mut up = node;
+        let mut steps = 0usize;
+        loop {
+            if up == ancestor {
+                return true;
+            }
+            match self.nodes.get(&up) {
+                Some(h) if steps <= self.nodes.len() => {
+                    up = h.parent;
+                    steps += 1;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Drops a local op the full replica refused as invalid or equivocating (it will never be
+    /// logged there).
     pub(crate) fn drop_refused(&mut self, id: OpId) {
-        self.unacked.retain(|op| op.id() != id);
+        self.own.retain(|op| op.id() != id);
     }
 
     fn detach(&mut self, node: NodeId) {
@@ -281,7 +426,7 @@ impl PartialReplica {
     fn commit_local(&mut self, op: Op) -> Op {
         self.last_seq = op.id().seq();
         self.lamport = op.lamport().get();
-        self.unacked.push(op.clone());
+        self.own.push(op.clone());
         op
     }
 
@@ -322,7 +467,7 @@ impl PartialReplica {
             }
             Place::Before(s) => {
                 let at = sibling(s)?;
-                match others().filter(|e| *e < at).next_back() {
+                match others().rfind(|e| *e < at) {
                     Some((lo, _)) if *lo != at.0 => Position::between(lo, &at.0, r)?,
                     _ => Position::before(&at.0, r)?,
                 }
@@ -390,15 +535,8 @@ impl PartialReplica {
         if !self.is_parent_ok(parent) {
             return Err(PartialError::NotInScope { node: parent });
         }
-        let mut up = parent;
-        while up != self.scope {
-            if up == node {
-                return Err(PartialError::Cycle { node, parent });
-            }
-            match self.nodes.get(&up) {
-                Some(h) => up = h.parent,
-                None => break,
-            }
+        if self.is_under(parent, node) {
+            return Err(PartialError::Cycle { node, parent });
         }
         let position = self.position_for(parent, place, Some(node))?;
         let (id, lamport) = self.next_id()?;
@@ -493,7 +631,7 @@ impl PartialReplica {
     // ---- persistence ----
 
     /// A self-contained snapshot (scope, replica, last synced frontier, counters, path, nodes and
-    /// unacked ops) to persist between sessions; [`PartialReplica::decode`] restores it.
+    /// own ops) to persist between sessions; [`PartialReplica::decode`] restores it.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = SNAPSHOT_MAGIC.to_vec();
         out.extend_from_slice(self.scope.as_bytes());
@@ -505,9 +643,11 @@ impl PartialReplica {
         .encode();
         put_bytes(&mut out, &m);
         put_varint(&mut out, self.last_seq);
+        out.push(u8::from(self.tainted));
         let p = crate::wire::Message::Path {
             entries: self.path.clone(),
             total: 0,
+            reset: false,
         }
         .encode();
         put_bytes(&mut out, &p);
@@ -516,8 +656,8 @@ impl PartialReplica {
         for r in &records {
             put_record(&mut out, r);
         }
-        put_varint(&mut out, self.unacked.len() as u64);
-        for op in &self.unacked {
+        put_varint(&mut out, self.own.len() as u64);
+        for op in &self.own {
             put_bytes(&mut out, &op.encode());
         }
         out
@@ -543,6 +683,11 @@ impl PartialReplica {
             _ => return Err(SnapshotError::Magic),
         }
         me.last_seq = r.varint()?;
+        me.tainted = match r.u8()? {
+            0 => false,
+            1 => true,
+            _ => return Err(SnapshotError::Magic),
+        };
         match crate::wire::Message::decode(r.bytes()?)? {
             crate::wire::Message::Path { entries, .. } => me.path = entries,
             _ => return Err(SnapshotError::Magic),
@@ -554,7 +699,7 @@ impl PartialReplica {
         }
         let n = r.varint()?;
         for _ in 0..n {
-            me.unacked
+            me.own
                 .push(Op::decode(r.bytes()?).map_err(WireError::from)?);
         }
         if r.at != bytes.len() {

@@ -640,17 +640,18 @@ impl<F: ReadFilter> Session<F> {
         let d = delta::compute(tree, &self.filter, peer.scope, &peer.since)?;
         let mut msgs = Vec::new();
         let items = (d.first.len() + d.records.len() + d.gone.len()) as u64;
-        if !d.path.is_empty() || items > 0 {
+        let reset = d.reset;
+        if !d.path.is_empty() || items > 0 || reset {
             msgs.push(Message::Path {
                 entries: d.path,
                 total: items,
+                reset,
             });
         }
         for chunk in d.gone.chunks(crate::wire::MAX_ITEMS) {
             msgs.push(Message::Gone(chunk.to_vec()));
         }
-        let cold = peer.since.is_empty();
-        if cold {
+        if reset {
             batch_records(&mut msgs, d.first, true, self.options.batch_bytes);
         }
         batch_records(&mut msgs, d.records, false, self.options.batch_bytes);

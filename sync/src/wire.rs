@@ -177,8 +177,13 @@ pub enum Message {
     /// The sender has sent every op the peer lacked (full mode).
     End,
     /// The path from the scope root up to ROOT/TRASH, first message of a partial delta, with the
-    /// number of items (node records and gone digests) the delta carries.
-    Path { entries: Vec<PathEntry>, total: u64 },
+    /// number of items (node records and gone digests) the delta carries. `reset`: the delta is a
+    /// full snapshot of the scope; the receiver drops what it holds first.
+    Path {
+        entries: Vec<PathEntry>,
+        total: u64,
+        reset: bool,
+    },
     /// Node states in the scope (partial mode). `first_view`: the scope root's children are complete.
     Nodes {
         records: Vec<NodeRecord>,
@@ -306,8 +311,13 @@ impl Message {
                 }
             }
             Message::End => out.push(T_END),
-            Message::Path { entries, total } => {
+            Message::Path {
+                entries,
+                total,
+                reset,
+            } => {
                 out.push(T_PATH);
+                out.push(u8::from(*reset));
                 put_varint(&mut out, *total);
                 put_varint(&mut out, entries.len() as u64);
                 for e in entries {
@@ -413,6 +423,7 @@ impl Message {
             }
             T_END => Message::End,
             T_PATH => {
+                let reset = r.flag("reset")?;
                 let total = r.varint()?;
                 let n = r.count(MAX_ITEMS)?;
                 let mut v = Vec::with_capacity(n.min(1024));
@@ -423,7 +434,11 @@ impl Message {
                         position: Position::try_from_bytes(r.bytes()?)?,
                     });
                 }
-                Message::Path { entries: v, total }
+                Message::Path {
+                    entries: v,
+                    total,
+                    reset,
+                }
             }
             T_NODES => {
                 let first_view = r.flag("first_view")?;

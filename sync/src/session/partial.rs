@@ -6,7 +6,18 @@ use std::fmt;
 
 use super::{kind_name, Event, Meter, Options, Outcome, Phase, Progress, SyncError};
 use crate::partial::PartialReplica;
-use crate::wire::{frontier_count, frontier_digest, ErrorCode, Message, Mode, RefusalCode};
+use crate::wire::{
+    frontier_count, frontier_digest, ErrorCode, Message, Mode, NodeRecord, PathEntry, RefusalCode,
+};
+
+/// A warm delta held back until its checkpoint, so that a cut never leaves the replica between
+/// two states (a reset is applied as it arrives instead: the replica starts cold again if cut).
+#[derive(Debug, Default)]
+struct Held {
+    path: Option<Vec<PathEntry>>,
+    gone: Vec<[u8; 16]>,
+    records: Vec<NodeRecord>,
+}
 
 /// The session of a [`PartialReplica`] with a full replica (see `spec/sync.md`).
 pub struct PartialSession {
@@ -21,6 +32,7 @@ pub struct PartialSession {
     /// Highest own seq pushed in this session.
     pushed: u64,
     closed: bool,
+    held: Option<Held>,
 }
 
 impl fmt::Debug for PartialSession {
@@ -49,6 +61,7 @@ impl PartialSession {
             first_view: false,
             pushed: 0,
             closed: false,
+            held: None,
         }
     }
 
@@ -89,7 +102,12 @@ impl PartialSession {
         if replica.since().is_empty() {
             replica.start_cold();
         }
-        let since = replica.since().clone();
+        // a replica showing own ops its last responder did not apply asks for a full snapshot
+        let since = if replica.needs_reset() {
+            canopy_tree::VersionVector::new()
+        } else {
+            replica.since().clone()
+        };
         self.push_msg(
             &mut out,
             &Message::Hello {
@@ -192,18 +210,32 @@ impl PartialSession {
                 self.phase = Phase::Reconciling;
                 self.progress(&mut out);
             }
-            Message::Path { entries, total } if in_delta => {
-                replica.set_path(entries);
+            Message::Path {
+                entries,
+                total,
+                reset,
+            } if in_delta => {
+                if reset {
+                    replica.start_cold();
+                    replica.set_path(entries);
+                    self.held = None;
+                } else {
+                    self.held = Some(Held {
+                        path: Some(entries),
+                        ..Held::default()
+                    });
+                }
                 self.total = Some(total);
                 self.done = 0;
                 self.phase = Phase::Downloading;
                 self.progress(&mut out);
             }
             Message::Gone(ds) if in_delta => {
-                for d in &ds {
-                    replica.apply_gone(d);
-                }
                 self.done += ds.len() as u64;
+                match self.held.as_mut() {
+                    Some(h) => h.gone.extend(ds),
+                    None => ds.iter().for_each(|d| replica.apply_gone(d)),
+                }
                 self.progress(&mut out);
             }
             Message::Nodes {
@@ -211,8 +243,9 @@ impl PartialSession {
                 first_view,
             } if in_delta => {
                 self.done += records.len() as u64;
-                for r in records {
-                    replica.apply_record(r);
+                match self.held.as_mut() {
+                    Some(h) => h.records.extend(records),
+                    None => records.into_iter().for_each(|r| replica.apply_record(r)),
                 }
                 if first_view && !self.first_view {
                     self.first_view = true;
@@ -224,6 +257,13 @@ impl PartialSession {
                 frontier,
                 max_lamport,
             } if in_delta => {
+                if let Some(h) = self.held.take() {
+                    if let Some(p) = h.path {
+                        replica.set_path(p);
+                    }
+                    h.gone.iter().for_each(|d| replica.apply_gone(d));
+                    h.records.into_iter().for_each(|r| replica.apply_record(r));
+                }
                 replica.checkpoint(frontier, max_lamport);
                 if self.total.is_none() {
                     self.total = Some(0);
