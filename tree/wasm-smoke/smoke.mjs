@@ -7,9 +7,8 @@
 // crate's `sqlite` feature also SqliteStore on SQLite compiled to wasm); --sqlite makes a module without
 // SQLite a failure. Exits 1 on any failure (a failed assertion, a trap such as a Rust panic, a missing
 // export).
-import fs from 'node:fs';
 import assert from 'node:assert/strict';
-import { sqliteHost } from './sqlite-host.mjs';
+import { load, OK, LIB_ERROR, BAD_INPUT } from './module.mjs';
 
 const args = process.argv.slice(2);
 const file = args.find((a) => !a.startsWith('--'));
@@ -18,32 +17,8 @@ if (!file) {
   console.error('usage: node smoke.mjs <canopy_wasm_smoke.wasm> [--sqlite]');
   process.exit(2);
 }
-const module = new WebAssembly.Module(fs.readFileSync(file));
-let instance;
-// SQLite's host services are imports of "env" (only in a module built with the `sqlite` feature)
-const imports = WebAssembly.Module.imports(module).length
-  ? { env: sqliteHost(() => instance.exports.memory) }
-  : {};
-instance = new WebAssembly.Instance(module, imports);
-const x = instance.exports;
-const OK = 0, LIB_ERROR = 1, BAD_INPUT = -1;
-const enc = new TextEncoder(), dec = new TextDecoder();
-
-// --- calling convention: write input bytes, call, read output bytes -------------------------------------
-function put(bytes) {
-  if (typeof bytes === 'string') bytes = enc.encode(bytes);
-  const ptr = x.smoke_input(bytes.length);
-  new Uint8Array(x.memory.buffer, ptr, bytes.length).set(bytes); // memory may have grown: fresh view
-}
-function out() {
-  return new Uint8Array(x.memory.buffer, x.smoke_output_ptr(), x.smoke_output_len()).slice();
-}
-const outStr = () => dec.decode(out());
-const outU32s = () => {
-  const b = out();
-  const v = new DataView(b.buffer);
-  return Array.from({ length: b.length / 4 }, (_, i) => v.getUint32(i * 4, true));
-};
+const { x, put, out, outStr, outU32s } = load(file);
+const enc = new TextEncoder();
 const u32s = (...values) => {
   const b = new Uint8Array(values.length * 4);
   const v = new DataView(b.buffer);
@@ -348,6 +323,19 @@ function treeScenarios(store, label) {
       T.check(h);
     }
     assert.equal(T.dump(A), T.dump(B));
+  });
+  check(tag('seed workloads (insert-chain, bulk-insert-root-siblings) have the right shape'), () => {
+    for (const [workload, code] of [['insert-chain', 0], ['bulk-insert-root-siblings', 1]]) {
+      for (const n of [1, 100, 1000]) {
+        const h = T.replica(store, 0x42);
+        assert.equal(x.smoke_seed(h, code, n), OK, `${workload} ${n}: ${outStr()}`);
+        const c = T.counts(h);
+        assert.equal(c.nodes, n);
+        assert.equal(c.root, workload === 'insert-chain' ? 1 : n);
+        T.check(h);
+      }
+    }
+    assert.equal(x.smoke_seed(A, 7, 1), BAD_INPUT, 'unknown workload');
   });
   check(tag('bad handles and references are rejected without trapping'), () => {
     assert.equal(x.smoke_create(99, ROOT, LAST, 0, 0), BAD_INPUT);

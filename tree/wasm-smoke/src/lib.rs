@@ -45,6 +45,7 @@
 mod ids;
 mod io;
 mod replica;
+mod seed;
 
 pub use ids::{
     smoke_log_key_cmp, smoke_node_id_parse, smoke_node_is_reserved, smoke_op_id_parse,

@@ -23,7 +23,7 @@ pub const STORE_MEMORY: u32 = 0;
 /// Store kind for [`smoke_replica_new`]: `SqliteStore::open_in_memory()` (feature `sqlite`).
 pub const STORE_SQLITE: u32 = 1;
 
-enum AnyTree {
+pub(crate) enum AnyTree {
     Memory(Tree<MemoryStore>),
     #[cfg(feature = "sqlite")]
     Sqlite(Tree<canopy_tree::SqliteStore>),
@@ -65,6 +65,11 @@ thread_local! {
 
 fn with_state<T>(f: impl FnOnce(&mut State) -> T) -> T {
     STATE.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// Runs `f` on the tree of replica `h` (`None`: no such replica).
+pub(crate) fn with_replica<T>(h: u32, f: impl FnOnce(&mut AnyTree) -> T) -> Option<T> {
+    with_state(|s| s.replicas.get_mut(h as usize).map(|r| f(&mut r.tree)))
 }
 
 impl State {
