@@ -17,6 +17,10 @@
 //! `scripts/test.sh` runs both. With `sqlite`, SQLite's five host services (clock, randomness, sleep,
 //! local time) are imports of module `env` that `sqlite-host.mjs` provides (see `build.rs`).
 //!
+//! [`smoke_seed`] runs the seed's benchmark workloads (as `canopy bench seed` does natively);
+//! `smoke.mjs` checks their shape, and `bench.mjs` times them in wasm and prints figures:
+//! `node tree/wasm-smoke/bench.mjs <module.wasm> [--runs N] [--json]`.
+//!
 //! # Calling convention
 //!
 //! Bytes go in through one input buffer and come out through one output buffer, both owned by this
