@@ -64,3 +64,4 @@ pub use replica::{
     smoke_payload, smoke_replica_new, smoke_reset, smoke_restore, smoke_sent_count, smoke_sent_op,
     smoke_set_payload, smoke_store_kinds, STORE_MEMORY, STORE_SQLITE,
 };
+pub use seed::{smoke_seed, SEED_BULK_SIBLINGS, SEED_INSERT_CHAIN};
