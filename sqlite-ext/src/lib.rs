@@ -12,6 +12,8 @@
 //! The database is one Canopy document (`spec/sqlite.md`); the SQL surface is listed in
 //! `spec/sqlite.md` ("Loadable extension"). Every writing call is atomic: an invalid argument,
 //! a corrupt op blob, an unknown node or a rejected op is an SQL error and writes nothing.
+//! Writing functions run from `SELECT` (inside INSERT/UPDATE/DELETE they refuse: SQLite allows
+//! no savepoint there).
 
 mod args;
 mod error;

@@ -303,25 +303,28 @@ fn bad_input_is_an_sql_error_and_writes_nothing() {
         ),
         "rejected: op targets the reserved node",
     );
-    // inside INSERT: atomic where SQLite allows a savepoint, else refused with a clear error
+    // inside INSERT/UPDATE no savepoint is possible: writing functions refuse, writing nothing
     b.err(
         &format!(
             "CREATE TABLE IF NOT EXISTS t(x);
-             INSERT INTO t SELECT canopy_apply_batch(column1) FROM (VALUES (x'{}'), (x'{root_create}'));",
-            ops[1]
+             INSERT INTO t SELECT canopy_apply_batch(column1) FROM (VALUES (x'{}'), (x'{}'));",
+            ops[1], ops[2]
         ),
-        "rejected: op targets the reserved node",
+        "canopy_apply_batch writes the document and cannot run inside INSERT, UPDATE or DELETE",
     );
-    assert_eq!(b.ok("SELECT count(*) FROM t;"), ["0"]);
-    // and a write inside UPDATE is one savepoint too
-    b.ok(&format!(
-        "INSERT INTO t VALUES (1); UPDATE t SET x = length(canopy_create({ALICE}, 'root'));"
-    ));
-    assert_eq!(b.ok("SELECT count(*) FROM canopy_children('root');"), ["2"]);
     b.err(
-        &format!("UPDATE t SET x = canopy_move({ALICE}, 'root', 'root');"),
-        "canopy_move: ",
+        &format!("INSERT INTO t VALUES (canopy_create({ALICE}, 'root'));"),
+        "canopy_create writes the document and cannot run inside INSERT",
     );
+    b.ok("INSERT INTO t VALUES (1);");
+    b.err(
+        &format!("UPDATE t SET x = length(canopy_create({ALICE}, 'root'));"),
+        "canopy_create writes the document and cannot run inside INSERT, UPDATE or DELETE",
+    );
+    assert_eq!(b.ok("SELECT count(*), max(x) FROM t;"), ["1|1"]);
+    // the SELECT form works
+    b.ok(&format!("SELECT length(canopy_create({ALICE}, 'root'));"));
+    assert_eq!(b.ok("SELECT count(*) FROM canopy_children('root');"), ["2"]);
     let before = b.tree();
     let logged = b.ok("SELECT count(*) FROM canopy_ops_since(NULL);");
     // wrong argument types
