@@ -6,7 +6,7 @@ import { sqliteHost } from './sqlite-host.mjs';
 export const OK = 0, LIB_ERROR = 1, BAD_INPUT = -1;
 const enc = new TextEncoder(), dec = new TextDecoder();
 
-/** Instantiates the module at `file`; returns its exports `x` and the buffer helpers. */
+/** Instantiates the module at `file`; returns its exports `x`, the buffer helpers and its imports. */
 export function load(file) {
   const module = new WebAssembly.Module(fs.readFileSync(file));
   let instance;
@@ -28,5 +28,6 @@ export function load(file) {
     const v = new DataView(b.buffer);
     return Array.from({ length: b.length / 4 }, (_, i) => v.getUint32(i * 4, true));
   };
-  return { x, put, out, outStr, outU32s };
+  const importNames = WebAssembly.Module.imports(module).map((i) => `${i.module}.${i.name}`);
+  return { x, put, out, outStr, outU32s, importNames };
 }

@@ -17,7 +17,7 @@ if (!file) {
   console.error('usage: node smoke.mjs <canopy_wasm_smoke.wasm> [--sqlite]');
   process.exit(2);
 }
-const { x, put, out, outStr, outU32s } = load(file);
+const { x, put, out, outStr, outU32s, importNames } = load(file);
 const enc = new TextEncoder();
 const u32s = (...values) => {
   const b = new Uint8Array(values.length * 4);
@@ -348,9 +348,13 @@ function treeScenarios(store, label) {
 }
 
 const kinds = x.smoke_store_kinds();
-check('module has the stores asked for', () => {
+check('module has the stores asked for, and imports nothing but SQLite\'s host services', () => {
   assert.ok(kinds & 1, 'MemoryStore');
   if (requireSqlite) assert.ok(kinds & 2, 'SqliteStore (build with --features sqlite)');
+  // the tree core does no IO: without SQLite the module imports nothing at all
+  const sqliteHost = ['sleep', 'random', 'epoch_timestamp_in_ms', 'fill_entropy', 'localtime']
+    .map((f) => `env.rust_sqlite_wasm_host_${f}`);
+  assert.deepEqual([...importNames].sort(), kinds & 2 ? [...sqliteHost].sort() : []);
 });
 treeScenarios(MEMORY, 'memory');
 if (kinds & 2) {
