@@ -29,6 +29,9 @@ CLANG_V=${CLANG_V:-19}
 RUST_WEB_V=${RUST_WEB_V:-1.96}
 DEB=$ROOT/debroot
 mkdir -p "$ROOT"/{debs,logs}
+# one setup at a time per cache (two test runs may start together)
+exec 9>"$ROOT/.setup-wasm.lock"
+flock 9
 
 T0=$(date +%s)
 TS=$T0
