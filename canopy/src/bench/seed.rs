@@ -38,8 +38,9 @@ pub struct SeedArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
-    /// Runs per workload and size (the median is reported; at least 5).
-    #[arg(long, default_value_t = 5)]
+    /// Timed runs per workload and size, after one untimed warm-up run (the median is
+    /// reported; at least 5).
+    #[arg(long, default_value_t = 11)]
     runs: usize,
 }
 
@@ -102,7 +103,8 @@ pub fn run(args: SeedArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs every workload at every size on fresh stores from `factory`.
+/// Runs every workload at every size on fresh stores from `factory` (one untimed warm-up run,
+/// then `runs` timed ones).
 fn workloads<S, F>(mut factory: F, runs: usize) -> anyhow::Result<Vec<Figure>>
 where
     S: Store,
@@ -110,6 +112,7 @@ where
 {
     let mut out = Vec::new();
     for n in SIZES {
+        insert_chain(factory()?, n)?;
         let mut times = Vec::with_capacity(runs);
         for _ in 0..runs {
             let store = factory()?;
@@ -123,6 +126,7 @@ where
         });
     }
     for n in SIZES {
+        bulk_siblings(factory()?, n)?;
         let mut times = Vec::with_capacity(runs);
         for _ in 0..runs {
             let store = factory()?;

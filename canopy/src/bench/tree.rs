@@ -24,7 +24,8 @@ pub struct TreeArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
-    /// Runs per workload (the median is reported; at least 5).
+    /// Timed runs per workload, after one untimed warm-up run (the median is reported; at
+    /// least 5).
     #[arg(long, default_value_t = 5)]
     runs: usize,
 }
@@ -92,6 +93,7 @@ fn repeat(
     runs: usize,
     mut f: impl FnMut(u64) -> anyhow::Result<f64>,
 ) -> anyhow::Result<Figure> {
+    f(u64::MAX)?;
     let mut times = Vec::with_capacity(runs);
     for seed in 0..runs as u64 {
         times.push(f(seed)?);
