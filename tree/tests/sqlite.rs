@@ -7,3 +7,5 @@ mod contract;
 mod crash;
 #[path = "sqlite/equivalence.rs"]
 mod equivalence;
+#[path = "sqlite/rewind.rs"]
+mod rewind;
