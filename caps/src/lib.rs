@@ -54,6 +54,7 @@
 //! assert!(matches!(denied, Decision::Deny { reason: VerifyError::MatchError { .. } }));
 //! ```
 
+mod authz;
 mod command;
 mod delegation;
 mod did;
@@ -68,6 +69,11 @@ mod share;
 mod tree;
 mod verify;
 
+pub use authz::{
+    chain_ref, sign_op, signing_input, Accepted, Authz, AuthzPolicy, AuthzState, ChainRef, Denial,
+    Document, DocumentId, Entry, EntryDecodeError, Equivocation, IngestError, IngestReport,
+    Missing, SignError, Verdict, MAX_ENTRY_BYTES, OP_SIGNATURE_DOMAIN,
+};
 pub use cid::Cid;
 pub use ipld_core::ipld::Ipld;
 

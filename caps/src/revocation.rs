@@ -190,6 +190,11 @@ impl Revocations {
         }
     }
 
+    /// The records, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Revocation> + '_ {
+        self.by_delegation.values().flatten().map(|r| &**r)
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.by_delegation.values().map(Vec::len).sum()

@@ -188,6 +188,11 @@ impl Proofs {
         self.by_cid.get(cid).map(Vec::as_slice)
     }
 
+    /// The stored delegation bytes, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.by_cid.values().map(Vec::as_slice)
+    }
+
     /// Number of stored delegations.
     pub fn len(&self) -> usize {
         self.by_cid.len()

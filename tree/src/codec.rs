@@ -14,12 +14,16 @@
 //! [`crate::Tree::apply`].
 
 use crate::id::{Lamport, NodeId, OpId, ReplicaId};
-use crate::op::{Op, OpKind, VersionVector};
+use crate::op::{Attestation, Op, OpKind, VersionVector};
 use crate::position::{Position, PositionError, MAX_POSITION_LEN};
 
-/// The encoding version this crate writes and reads. Issue 5's signed envelope will use a new
-/// version byte.
+/// The encoding version of an unsigned op.
 pub const VERSION: u8 = 1;
+/// The encoding version of a signed op: `2 doc:[32] time:u64be chain:[32] signature:[64]`
+/// followed by the op's version-1 encoding (the signed bytes; `spec/ops.md` §Signed ops).
+pub const VERSION_SIGNED: u8 = 2;
+/// Length of a signed op's header before its version-1 encoding.
+pub const SIGNED_HEADER_LEN: usize = 1 + 32 + 8 + 32 + 64;
 /// Largest payload, in bytes (1 MiB).
 pub const MAX_PAYLOAD_LEN: usize = 1 << 20;
 /// Most entries in a delete's `seen` vector.
@@ -86,8 +90,22 @@ impl Op {
         out
     }
 
-    /// Appends the canonical encoding of this op to `out`.
+    /// Appends the canonical encoding of this op to `out`: version 2 when it carries an
+    /// [`Attestation`], else version 1.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        if let Some(a) = self.attestation() {
+            out.push(VERSION_SIGNED);
+            out.extend_from_slice(a.doc());
+            out.extend_from_slice(&a.time().to_be_bytes());
+            out.extend_from_slice(a.chain());
+            out.extend_from_slice(a.signature());
+        }
+        self.encode_unsigned_into(out);
+    }
+
+    /// Appends the version-1 encoding of this op, without any attestation (what a signature
+    /// covers, after its header).
+    pub fn encode_unsigned_into(&self, out: &mut Vec<u8>) {
         let kind = match self.kind() {
             OpKind::Create { .. } => KIND_CREATE,
             OpKind::Move { .. } => KIND_MOVE,
@@ -141,8 +159,22 @@ impl Op {
         }
     }
 
-    /// Decodes one op from exactly `bytes` (untrusted input: never panics).
+    /// Decodes one op (version 1, or version 2 with its attestation) from exactly `bytes`
+    /// (untrusted input: never panics). A signature is not checked here.
     pub fn decode(bytes: &[u8]) -> Result<Op, DecodeError> {
+        if bytes.first() == Some(&VERSION_SIGNED) {
+            let mut r = Reader { b: &bytes[1..] };
+            let doc = r.array()?;
+            let time = u64::from_be_bytes(r.array()?);
+            let chain = r.array()?;
+            let signature = r.array()?;
+            let op = Op::decode_unsigned(r.b)?;
+            return Ok(op.with_attestation(Attestation::new(doc, time, chain, signature)));
+        }
+        Op::decode_unsigned(bytes)
+    }
+
+    fn decode_unsigned(bytes: &[u8]) -> Result<Op, DecodeError> {
         let mut r = Reader { b: bytes };
         let version = r.u8()?;
         if version != VERSION {

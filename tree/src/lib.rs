@@ -52,10 +52,12 @@ mod sqlite;
 mod store;
 mod tree;
 
-pub use codec::{DecodeError, MAX_PAYLOAD_LEN, MAX_SEEN_ENTRIES, VERSION};
+pub use codec::{
+    DecodeError, MAX_PAYLOAD_LEN, MAX_SEEN_ENTRIES, SIGNED_HEADER_LEN, VERSION, VERSION_SIGNED,
+};
 pub use id::{Lamport, LogKey, NodeId, OpId, ParseIdError, ParseOpIdError, ReplicaId};
 pub use memory::MemoryStore;
-pub use op::{Op, OpKind, Payload, VersionVector};
+pub use op::{Attestation, Op, OpKind, Payload, VersionVector};
 pub use policy::{AllowAll, Ancestors, Decision, Policy, ReplayView};
 pub use position::{Position, PositionError, MAX_POSITION_LEN};
 pub use report::{ApplyError, ApplyReport, ChangeEvent, OpReport, Outcome, Rejection};

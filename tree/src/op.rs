@@ -105,18 +105,79 @@ impl OpKind {
     }
 }
 
-/// A tree op with its identity and Lamport timestamp.
+/// A replica's signature over an op, with what it binds (`spec/ops.md` §Signed ops).
+///
+/// Opaque to the tree: it is encoded with the op (codec version 2), compared when telling a
+/// duplicate from an equivocation, and stored in the log, but never checked here. Checking it
+/// (and the chain it names) is `canopy-caps`' job, before the op reaches [`crate::Tree::apply`].
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct Attestation {
+    doc: [u8; 32],
+    time: u64,
+    chain: [u8; 32],
+    signature: [u8; 64],
+}
+
+impl Attestation {
+    /// An attestation: document id, the op's wall-clock time (unix seconds), the digest of its
+    /// delegation chain, and the signature.
+    pub const fn new(doc: [u8; 32], time: u64, chain: [u8; 32], signature: [u8; 64]) -> Self {
+        Self {
+            doc,
+            time,
+            chain,
+            signature,
+        }
+    }
+    /// The document the op belongs to.
+    pub const fn doc(&self) -> &[u8; 32] {
+        &self.doc
+    }
+    /// The op's signed wall-clock time (unix seconds).
+    pub const fn time(&self) -> u64 {
+        self.time
+    }
+    /// The digest of the op's delegation chain.
+    pub const fn chain(&self) -> &[u8; 32] {
+        &self.chain
+    }
+    /// The Ed25519 signature.
+    pub const fn signature(&self) -> &[u8; 64] {
+        &self.signature
+    }
+}
+
+/// A tree op with its identity and Lamport timestamp, optionally signed ([`Attestation`]).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Op {
     id: OpId,
     lamport: Lamport,
     kind: OpKind,
+    attestation: Option<Box<Attestation>>,
 }
 
 impl Op {
     /// Builds an op. Validation (reserved nodes, seq ≥ 1, lamport ≥ 1) happens at apply and decode.
     pub fn new(id: OpId, lamport: Lamport, kind: OpKind) -> Self {
-        Self { id, lamport, kind }
+        Self {
+            id,
+            lamport,
+            kind,
+            attestation: None,
+        }
+    }
+    /// The op with `attestation` attached (replacing any earlier one).
+    pub fn with_attestation(mut self, attestation: Attestation) -> Self {
+        self.attestation = Some(Box::new(attestation));
+        self
+    }
+    /// The op's signature and what it binds, if signed.
+    pub fn attestation(&self) -> Option<&Attestation> {
+        self.attestation.as_deref()
+    }
+    /// The op without its attestation.
+    pub fn unsigned(&self) -> Op {
+        Op::new(self.id, self.lamport, self.kind.clone())
     }
     /// The op's id.
     pub fn id(&self) -> OpId {

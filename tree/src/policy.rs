@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::fmt;
 
 use crate::id::NodeId;
-use crate::op::Op;
+use crate::op::{Attestation, Op};
 use crate::store::Store;
 
 /// A policy's verdict on one op at its place in the total order.
@@ -33,6 +33,13 @@ pub trait Policy {
         op: &Op,
         view: &ReplayView<'_, S>,
     ) -> Result<Decision<Self::Reason>, S::Error>;
+
+    /// The attestation to attach to an op this replica makes locally ([`crate::Tree::create`]
+    /// and friends), before it is applied. Provided: `None` (local ops are unsigned).
+    fn attest(&self, op: &Op) -> Option<Attestation> {
+        let _ = op;
+        None
+    }
 }
 
 /// The policy that allows everything (no access control).

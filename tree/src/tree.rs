@@ -74,6 +74,36 @@ impl<S: Store, P: Policy> Tree<S, P> {
         &self.policy
     }
 
+    /// The policy, to change its inputs (e.g. register proofs). Decisions already logged are
+    /// not revisited: call [`Tree::redecide_from`] when a change can alter them.
+    pub fn policy_mut(&mut self) -> &mut P {
+        &mut self.policy
+    }
+
+    /// Re-decides every logged op whose Lamport timestamp is `from` or later, in one transaction:
+    /// undo back to it, then redo with the current policy (never a whole-log replay unless `from`
+    /// is the first op's). The report's `ops` are the re-decided ops whose effect changed, with
+    /// their new outcome; `events` are the net tree changes.
+    pub fn redecide_from(
+        &mut self,
+        from: Lamport,
+    ) -> Result<ApplyReport<P::Reason>, ApplyError<S::Error>> {
+        self.store.begin().map_err(ApplyError::Store)?;
+        match apply::redecide(&mut self.store, &self.policy, &mut self.scratch, from) {
+            Ok(report) => match self.store.commit() {
+                Ok(()) => Ok(report),
+                Err(e) => {
+                    let _ = self.store.rollback();
+                    Err(ApplyError::Store(e))
+                }
+            },
+            Err(e) => {
+                let _ = self.store.rollback();
+                Err(ApplyError::Store(e))
+            }
+        }
+    }
+
     /// Applies a batch of ops from any replicas in one transaction.
     ///
     /// Each op is validated, de-duplicated, parked until its causal predecessors are logged, or

@@ -4,7 +4,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::codec::{MAX_PAYLOAD_LEN, MAX_SEEN_ENTRIES};
-use crate::id::{Lamport, NodeId, OpId, ReplicaId};
+use crate::id::{Lamport, LogKey, NodeId, OpId, ReplicaId};
 use crate::op::{Op, OpKind, VersionVector};
 use crate::policy::{Decision, Policy, ReplayView};
 use crate::position::Position;
@@ -163,6 +163,60 @@ pub(crate) fn run<S: Store, P: Policy>(
     Ok(ApplyReport {
         ops: outcomes,
         released,
+        events,
+    })
+}
+
+/// Re-decides every logged op from the Lamport timestamp `from` on (undo back to it, redo all),
+/// for a policy whose inputs changed (e.g. a revocation arrived). Reports the ops whose effect
+/// changed, with their new outcome, and the net tree changes.
+pub(crate) fn redecide<S: Store, P: Policy>(
+    store: &mut S,
+    policy: &P,
+    scratch: &mut Scratch,
+    from: Lamport,
+) -> Result<ApplyReport<P::Reason>, S::Error> {
+    scratch.clear();
+    let mut engine = Engine {
+        store,
+        policy,
+        touched: &mut scratch.touched,
+    };
+    let below = LogKey::new(
+        Lamport::new(from.get().saturating_sub(1)),
+        ReplicaId::from_bytes([0xff; 32]),
+    );
+    let redo = engine.store.log_after(below)?;
+    for e in redo.iter().rev() {
+        for u in e.undo.iter().rev() {
+            engine.restore(u)?;
+        }
+    }
+    let mut changed = Vec::new();
+    for e in redo {
+        let done = engine.do_op(&e.op)?;
+        if done.effect != e.effect || done.undo != e.undo {
+            engine
+                .store
+                .log_update(e.op.id(), done.effect, &done.undo)?;
+        }
+        if done.effect != e.effect {
+            let outcome = match (done.effect, done.reason) {
+                (Effect::SkippedCycle, _) => Outcome::SkippedCycle,
+                (Effect::SkippedUnseen, _) => Outcome::SkippedUnseen,
+                (Effect::Denied, Some(reason)) => Outcome::Denied { reason },
+                _ => Outcome::Applied,
+            };
+            changed.push(OpReport {
+                id: e.op.id(),
+                outcome,
+            });
+        }
+    }
+    let events = engine.events()?;
+    Ok(ApplyReport {
+        ops: changed,
+        released: Vec::new(),
         events,
     })
 }

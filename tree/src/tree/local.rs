@@ -215,7 +215,10 @@ impl<S: Store, P: Policy> Tree<S, P> {
 
     fn commit(&mut self, kind: OpKind) -> LocalResult<S, P> {
         let (id, lamport) = self.next_id()?;
-        let op = Op::new(id, lamport, kind);
+        let mut op = Op::new(id, lamport, kind);
+        if let Some(a) = self.policy.attest(&op) {
+            op = op.with_attestation(a);
+        }
         let mut report = self.apply([op.clone()])?;
         let outcome = match report.ops.pop() {
             Some(r) => r.outcome,

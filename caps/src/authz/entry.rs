@@ -1,0 +1,159 @@
+//! Document entries: what travels between replicas of an authorized document (`spec/ops.md`
+//! §Document entries).
+//!
+//! ```text
+//! entry      = op | delegation | chain | revocation
+//! op         = the tree codec's version 1 or 2 encoding (first byte 1 or 2)
+//! delegation = 0x10 envelope            (a UCAN delegation, DAG-CBOR)
+//! chain      = 0x11 count:u8 (len:u8 cid:[len]){count}
+//! revocation = 0x12 envelope            (a revocation record, DAG-CBOR)
+//! ```
+
+use canopy_tree::Op;
+use cid::Cid;
+
+use crate::{DecodeError, Delegation, Revocation, RevocationError};
+
+const TAG_DELEGATION: u8 = 0x10;
+const TAG_CHAIN: u8 = 0x11;
+const TAG_REVOCATION: u8 = 0x12;
+
+/// Largest accepted entry, in bytes (an op with the tree codec's largest payload fits).
+pub const MAX_ENTRY_BYTES: usize = (1 << 20) + 4096;
+
+/// One item of a document's log, as exchanged between replicas.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Entry {
+    /// A tree op (signed, to be accepted).
+    Op(Op),
+    /// A delegation, known by its CID.
+    Delegation(Delegation),
+    /// A delegation chain (CIDs, root first), known by its [`super::ChainRef`].
+    Chain(Vec<Cid>),
+    /// A revocation record.
+    Revocation(Revocation),
+}
+
+/// Why bytes are not a document entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EntryDecodeError {
+    /// Empty input.
+    #[error("empty entry")]
+    Empty,
+    /// Larger than [`MAX_ENTRY_BYTES`].
+    #[error("entry of {len} bytes exceeds the limit")]
+    TooLarge {
+        /// The input's length.
+        len: usize,
+    },
+    /// The tag byte is unknown.
+    #[error("unknown entry tag {tag:#04x}")]
+    UnknownTag {
+        /// The tag.
+        tag: u8,
+    },
+    /// A malformed op.
+    #[error("op: {0}")]
+    Op(#[from] canopy_tree::DecodeError),
+    /// A malformed delegation.
+    #[error("delegation: {0}")]
+    Delegation(DecodeError),
+    /// A malformed or badly signed revocation.
+    #[error("revocation: {0}")]
+    Revocation(#[from] RevocationError),
+    /// A chain list that is truncated, has a bad CID or trailing bytes.
+    #[error("malformed chain list")]
+    Chain,
+}
+
+impl Entry {
+    /// The entry's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Entry::Op(op) => op.encode(),
+            Entry::Delegation(d) => tagged(TAG_DELEGATION, d.to_bytes()),
+            Entry::Revocation(r) => tagged(TAG_REVOCATION, r.to_bytes()),
+            Entry::Chain(cids) => {
+                let mut out = vec![TAG_CHAIN, cids.len() as u8];
+                for c in cids {
+                    let b = c.to_bytes();
+                    out.push(b.len() as u8);
+                    out.extend_from_slice(&b);
+                }
+                out
+            }
+        }
+    }
+
+    /// Decodes one entry from exactly `bytes` (untrusted input: never panics). Delegation
+    /// signatures are checked at ingest, revocation signatures here.
+    pub fn decode(bytes: &[u8]) -> Result<Entry, EntryDecodeError> {
+        if bytes.len() > MAX_ENTRY_BYTES {
+            return Err(EntryDecodeError::TooLarge { len: bytes.len() });
+        }
+        let (&tag, rest) = bytes.split_first().ok_or(EntryDecodeError::Empty)?;
+        match tag {
+            canopy_tree::VERSION | canopy_tree::VERSION_SIGNED => Ok(Entry::Op(Op::decode(bytes)?)),
+            TAG_DELEGATION => Delegation::decode(rest)
+                .map(Entry::Delegation)
+                .map_err(EntryDecodeError::Delegation),
+            TAG_REVOCATION => Ok(Entry::Revocation(Revocation::decode(rest)?)),
+            TAG_CHAIN => {
+                let (&count, mut r) = rest.split_first().ok_or(EntryDecodeError::Chain)?;
+                let mut cids = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    let (&len, tail) = r.split_first().ok_or(EntryDecodeError::Chain)?;
+                    if tail.len() < len as usize {
+                        return Err(EntryDecodeError::Chain);
+                    }
+                    let (cid, tail) = tail.split_at(len as usize);
+                    let cid = Cid::try_from(cid).map_err(|_| EntryDecodeError::Chain)?;
+                    if cid.to_bytes() != r[1..=len as usize] {
+                        return Err(EntryDecodeError::Chain);
+                    }
+                    cids.push(cid);
+                    r = tail;
+                }
+                if !r.is_empty() {
+                    return Err(EntryDecodeError::Chain);
+                }
+                Ok(Entry::Chain(cids))
+            }
+            tag => Err(EntryDecodeError::UnknownTag { tag }),
+        }
+    }
+}
+
+fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 1);
+    out.push(tag);
+    out.extend_from_slice(body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_lists_round_trip_and_reject_garbage() {
+        let cids = vec![crate::cid_of(b"a"), crate::cid_of(b"b")];
+        let bytes = Entry::Chain(cids.clone()).encode();
+        match Entry::decode(&bytes).unwrap() {
+            Entry::Chain(c) => assert_eq!(c, cids),
+            e => panic!("{e:?}"),
+        }
+        for cut in 0..bytes.len() {
+            assert!(Entry::decode(&bytes[..cut]).is_err());
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(Entry::decode(&long).unwrap_err(), EntryDecodeError::Chain);
+        assert_eq!(
+            Entry::decode(&[0x55]).unwrap_err(),
+            EntryDecodeError::UnknownTag { tag: 0x55 }
+        );
+    }
+}

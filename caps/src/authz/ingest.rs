@@ -1,0 +1,462 @@
+//! Verified ingest: decode → document check → batch signature verification → equivocation
+//! check → hold ops whose proofs are unknown → authorized apply (`spec/caps.md` §Verified
+//! ingest).
+
+use std::collections::HashMap;
+
+use canopy_tree::{
+    ApplyError, ChangeEvent, Lamport, NodeId, Op, OpId, OpReport, Outcome, Rejection, ReplicaId,
+    Store, Tree,
+};
+use cid::Cid;
+
+use super::{AuthzPolicy, AuthzState, ChainRef, Denial, Document, DocumentId, Entry, Missing};
+use super::{EntryDecodeError, Verdict};
+use crate::{Ability, DecodeError, Did};
+
+/// Two different signed ops with the same `(replica, seq)`: both, as evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Equivocation {
+    /// The op known first (logged, parked or held).
+    pub first: Op,
+    /// The conflicting op (not accepted).
+    pub second: Op,
+}
+
+/// Why one ingested item was rejected. Nothing of it was kept; the rest of the batch goes on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The bytes are not an entry.
+    #[error("decode: {0}")]
+    Decode(#[from] EntryDecodeError),
+    /// An op without a signature.
+    #[error("unsigned op {id}")]
+    Unsigned {
+        /// The op.
+        id: OpId,
+    },
+    /// An op signed for another document.
+    #[error("op {id} is for document {got}, not {expected}")]
+    WrongDocument {
+        /// The op.
+        id: OpId,
+        /// This document.
+        expected: DocumentId,
+        /// The op's.
+        got: DocumentId,
+    },
+    /// The op's signature does not verify under its replica key.
+    #[error("op {id}: bad signature")]
+    BadSignature {
+        /// The op.
+        id: OpId,
+    },
+    /// The op's replica key is not a usable Ed25519 key (not a point, or of small order).
+    #[error("op {id}: replica key is not a valid signing key")]
+    BadReplicaKey {
+        /// The op.
+        id: OpId,
+    },
+    /// A delegation whose signature does not verify.
+    #[error("delegation {cid}: bad signature")]
+    BadDelegation {
+        /// The delegation.
+        cid: Cid,
+    },
+    /// A delegation that does not decode (CID of the bytes given).
+    #[error("delegation {cid}: {source}")]
+    MalformedDelegation {
+        /// The delegation.
+        cid: Cid,
+        /// Why.
+        source: DecodeError,
+    },
+    /// The op is invalid for the tree.
+    #[error("invalid op {id}: {rejection}")]
+    Invalid {
+        /// The op.
+        id: OpId,
+        /// Why.
+        rejection: Rejection,
+    },
+    /// Another signed op with the same id is known.
+    #[error("equivocation by {}", .0.second.id())]
+    Equivocation(Box<Equivocation>),
+}
+
+/// What became of one accepted item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Accepted {
+    /// An op reached the tree: applied, denied (logged no-op), parked on its predecessor, or a
+    /// duplicate.
+    Op {
+        /// The op.
+        id: OpId,
+        /// What the tree did.
+        outcome: Outcome<Denial>,
+    },
+    /// An op whose proof is unknown: held (never applied unverified) until it arrives.
+    Held {
+        /// The op.
+        id: OpId,
+        /// What it waits for.
+        missing: Missing,
+    },
+    /// A delegation was registered.
+    Delegation {
+        /// Its CID.
+        cid: Cid,
+    },
+    /// A chain was registered.
+    Chain {
+        /// Its reference.
+        chain: ChainRef,
+    },
+    /// A revocation was registered (affected logged ops were re-decided).
+    Revocation {
+        /// Its CID.
+        cid: Cid,
+    },
+}
+
+/// The result of [`Authz::ingest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IngestReport {
+    /// One result per input item, in input order.
+    pub items: Vec<Result<Accepted, IngestError>>,
+    /// Ops held or parked by earlier batches that this batch released, and their outcome.
+    pub released: Vec<OpReport<Denial>>,
+    /// Logged ops whose effect changed because a revocation arrived, with their new outcome.
+    pub redecided: Vec<OpReport<Denial>>,
+    /// Net tree changes (apply first, then re-decision), in order.
+    pub events: Vec<ChangeEvent>,
+}
+
+/// An authorized document replica: a [`Tree`] under [`AuthzPolicy`] with verified ingest.
+#[derive(Debug)]
+pub struct Authz<S: Store> {
+    tree: Tree<S, AuthzPolicy>,
+    held: HashMap<Missing, Vec<Op>>,
+    held_ids: HashMap<OpId, Missing>,
+    keys: HashMap<[u8; 32], Option<ed25519_zebra::VerificationKeyBytes>>,
+}
+
+impl<S: Store> Authz<S> {
+    /// A replica of `document` over `store`, making local ops as `replica`.
+    pub fn new(store: S, document: Document, replica: ReplicaId) -> Self {
+        Self {
+            tree: Tree::with_policy(store, replica, AuthzPolicy::new(AuthzState::new(document))),
+            held: HashMap::new(),
+            held_ids: HashMap::new(),
+            keys: HashMap::new(),
+        }
+    }
+
+    /// The tree (reads).
+    pub fn tree(&self) -> &Tree<S, AuthzPolicy> {
+        &self.tree
+    }
+
+    /// The tree, for local ops: they are signed by the signer set with
+    /// [`AuthzState::set_signer`] and decided like any other op.
+    pub fn tree_mut(&mut self) -> &mut Tree<S, AuthzPolicy> {
+        &mut self.tree
+    }
+
+    /// The authorization state.
+    pub fn state(&self) -> &AuthzState {
+        self.tree.policy().state()
+    }
+
+    /// The authorization state, e.g. to set the signer. Registering proofs goes through
+    /// [`Authz::ingest`] (which re-decides what they affect).
+    pub fn state_mut(&mut self) -> &mut AuthzState {
+        self.tree.policy_mut().state_mut()
+    }
+
+    /// Number of ops held for a missing proof.
+    pub fn held_len(&self) -> usize {
+        self.held_ids.len()
+    }
+
+    /// Everything this replica knows besides the tree log, as entries in dependency order
+    /// (delegations, chains, revocations, then held ops): what a peer or a reopened store
+    /// needs re-ingested.
+    pub fn proof_entries(&self) -> Vec<Entry> {
+        let state = self.state();
+        let mut out = Vec::new();
+        for bytes in state.proofs.iter() {
+            if let Ok(d) = crate::Delegation::decode(bytes) {
+                out.push(Entry::Delegation(d));
+            }
+        }
+        for c in state.chains.values() {
+            if !c.is_empty() {
+                out.push(Entry::Chain(c.clone()));
+            }
+        }
+        for r in state.revocations.iter() {
+            out.push(Entry::Revocation(r.clone()));
+        }
+        for ops in self.held.values() {
+            out.extend(ops.iter().cloned().map(Entry::Op));
+        }
+        out
+    }
+
+    /// Sync read filtering: may `reader`, holding `chain`, exercise the read `ability` on
+    /// `node` at `time`, given the node's ancestors in the current tree?
+    pub fn authorize_read(
+        &self,
+        reader: &Did,
+        chain: &ChainRef,
+        ability: Ability,
+        node: NodeId,
+        time: u64,
+    ) -> Result<Verdict, S::Error> {
+        let ancestors = self.tree.ancestors(node)?;
+        Ok(self
+            .state()
+            .authorize(reader, chain, ability, node, &ancestors, time, None))
+    }
+
+    /// Ingests encoded entries (ops, delegations, chains, revocations) in one batch.
+    ///
+    /// Each item is accepted or rejected on its own (typed [`IngestError`]); a rejected item
+    /// changes nothing and the rest of the batch goes on. Proof entries are registered first,
+    /// so an op may come in the same batch as its delegations. On a store error the tree
+    /// batch is rolled back, but proofs registered by this call stay registered (they are
+    /// verified facts, and re-ingesting the batch is idempotent).
+    pub fn ingest<I, B>(&mut self, items: I) -> Result<IngestReport, ApplyError<S::Error>>
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        let entries: Vec<Result<Entry, IngestError>> = items
+            .into_iter()
+            .map(|b| Entry::decode(b.as_ref()).map_err(IngestError::from))
+            .collect();
+        self.ingest_entries(entries)
+    }
+
+    /// [`Authz::ingest`] for entries decoded already.
+    pub fn ingest_entries(
+        &mut self,
+        entries: Vec<Result<Entry, IngestError>>,
+    ) -> Result<IngestReport, ApplyError<S::Error>> {
+        let doc = self.state().document().id();
+        let mut items: Vec<Option<Result<Accepted, IngestError>>> = vec![None; entries.len()];
+        let mut ops: Vec<(usize, Op)> = Vec::new();
+        let mut new_proofs: Vec<Missing> = Vec::new();
+        let mut revoked: Vec<Cid> = Vec::new();
+
+        // 1. Proofs first; ops that pass the cheap checks are collected.
+        for (i, e) in entries.into_iter().enumerate() {
+            let r = match e {
+                Err(err) => Err(err),
+                Ok(Entry::Delegation(d)) => {
+                    if d.signature_valid() {
+                        let cid = self.state_mut().add_delegation(d.to_bytes().to_vec());
+                        new_proofs.push(Missing::Delegation(cid));
+                        Ok(Accepted::Delegation { cid })
+                    } else {
+                        Err(IngestError::BadDelegation { cid: d.cid() })
+                    }
+                }
+                Ok(Entry::Chain(cids)) => {
+                    let chain = self.state_mut().add_chain(cids);
+                    new_proofs.push(Missing::Chain(chain));
+                    Ok(Accepted::Chain { chain })
+                }
+                Ok(Entry::Revocation(r)) => {
+                    let cid = r.cid();
+                    revoked.push(*r.delegation());
+                    self.state_mut().add_revocation(r);
+                    Ok(Accepted::Revocation { cid })
+                }
+                Ok(Entry::Op(op)) => match op.attestation() {
+                    None => Err(IngestError::Unsigned { id: op.id() }),
+                    Some(a) if a.doc() != doc.as_bytes() => Err(IngestError::WrongDocument {
+                        id: op.id(),
+                        expected: doc,
+                        got: DocumentId::from_bytes(*a.doc()),
+                    }),
+                    Some(_) => {
+                        ops.push((i, op));
+                        continue;
+                    }
+                },
+            };
+            items[i] = Some(r);
+        }
+
+        // 2. Signatures: one batch; on failure, each op alone (same rules, ZIP-215).
+        let verdicts = self.verify_signatures(&ops);
+        let mut to_apply: Vec<(Option<usize>, Op)> = Vec::with_capacity(ops.len());
+        for ((i, op), verdict) in ops.into_iter().zip(verdicts) {
+            if let Err(e) = verdict {
+                items[i] = Some(Err(e));
+                continue;
+            }
+            // 3. Equivocation against everything known, including this batch.
+            if let Some(first) = self.known_op(&op, &to_apply).map_err(ApplyError::Store)? {
+                if first != op {
+                    items[i] = Some(Err(IngestError::Equivocation(Box::new(Equivocation {
+                        first,
+                        second: op,
+                    }))));
+                    continue;
+                }
+                if self.held_ids.contains_key(&op.id()) {
+                    items[i] = Some(Ok(Accepted::Op {
+                        id: op.id(),
+                        outcome: Outcome::Duplicate,
+                    }));
+                    continue;
+                }
+            }
+            // 4. Unknown proofs: hold.
+            let chain = ChainRef::from_bytes(*op.attestation().expect("checked").chain());
+            if let Some(missing) = self.state().missing(&chain) {
+                items[i] = Some(Ok(Accepted::Held {
+                    id: op.id(),
+                    missing,
+                }));
+                self.hold(missing, op);
+                continue;
+            }
+            to_apply.push((Some(i), op));
+        }
+
+        // 5. Held ops whose proofs arrived.
+        for m in new_proofs {
+            for op in self.held.remove(&m).unwrap_or_default() {
+                self.held_ids.remove(&op.id());
+                let chain =
+                    ChainRef::from_bytes(*op.attestation().expect("held ops are signed").chain());
+                match self.state().missing(&chain) {
+                    Some(still) => self.hold(still, op),
+                    None => to_apply.push((None, op)),
+                }
+            }
+        }
+
+        // 6. Authorized apply.
+        let slots: Vec<Option<usize>> = to_apply.iter().map(|(i, _)| *i).collect();
+        let report = self.tree.apply(to_apply.into_iter().map(|(_, op)| op))?;
+        let mut released = report.released;
+        for (slot, r) in slots.into_iter().zip(report.ops) {
+            match slot {
+                Some(i) => {
+                    items[i] = Some(match r.outcome {
+                        Outcome::Rejected(rejection) => Err(IngestError::Invalid {
+                            id: r.id,
+                            rejection,
+                        }),
+                        outcome => Ok(Accepted::Op { id: r.id, outcome }),
+                    })
+                }
+                None => released.push(r),
+            }
+        }
+        let mut events = report.events;
+
+        // 7. Revocations: re-decide from the first logged op whose chain names a revoked one.
+        let from: Option<Lamport> = revoked
+            .iter()
+            .filter_map(|c| self.state().first_use(c))
+            .min();
+        let mut redecided = Vec::new();
+        if let Some(from) = from {
+            let r = self.tree.redecide_from(from)?;
+            redecided = r.ops;
+            events.extend(r.events);
+        }
+        Ok(IngestReport {
+            items: items
+                .into_iter()
+                .map(|i| i.expect("every item has a result"))
+                .collect(),
+            released,
+            redecided,
+            events,
+        })
+    }
+
+    fn hold(&mut self, missing: Missing, op: Op) {
+        self.held_ids.insert(op.id(), missing);
+        self.held.entry(missing).or_default().push(op);
+    }
+
+    /// The op with `op`'s id already known: logged, parked, held, or earlier in this batch.
+    fn known_op(&self, op: &Op, batch: &[(Option<usize>, Op)]) -> Result<Option<Op>, S::Error> {
+        let id = op.id();
+        if let Some(m) = self.held_ids.get(&id) {
+            return Ok(self.held[m].iter().find(|o| o.id() == id).cloned());
+        }
+        if let Some((_, o)) = batch.iter().rev().find(|(_, o)| o.id() == id) {
+            return Ok(Some(o.clone()));
+        }
+        let store = self.tree.store();
+        if let Some(e) = store.entry(id)? {
+            return Ok(Some(e.op));
+        }
+        store.pending_get(id)
+    }
+
+    fn verify_signatures(&mut self, ops: &[(usize, Op)]) -> Vec<Result<(), IngestError>> {
+        let doc = self.state().document().id();
+        let mut out: Vec<Result<(), IngestError>> = Vec::with_capacity(ops.len());
+        let mut msgs: Vec<(
+            usize,
+            ed25519_zebra::VerificationKeyBytes,
+            ed25519_zebra::Signature,
+            Vec<u8>,
+        )> = Vec::with_capacity(ops.len());
+        for (k, (_, op)) in ops.iter().enumerate() {
+            let replica = *op.id().replica().as_bytes();
+            let key = *self
+                .keys
+                .entry(replica)
+                .or_insert_with(|| usable_key(&replica));
+            let Some(key) = key else {
+                out.push(Err(IngestError::BadReplicaKey { id: op.id() }));
+                continue;
+            };
+            let a = op.attestation().expect("ops here are signed");
+            let msg = super::signing_input(&doc, a.time(), &ChainRef::from_bytes(*a.chain()), op);
+            let sig = ed25519_zebra::Signature::from_bytes(a.signature());
+            msgs.push((k, key, sig, msg));
+            out.push(Ok(()));
+        }
+        let mut batch = ed25519_zebra::batch::Verifier::new();
+        for (_, key, sig, msg) in &msgs {
+            batch.queue((*key, *sig, msg));
+        }
+        if batch.verify(rand_core::OsRng).is_err() {
+            for (k, key, sig, msg) in &msgs {
+                let ok = ed25519_zebra::VerificationKey::try_from(*key)
+                    .and_then(|vk| vk.verify(sig, msg))
+                    .is_ok();
+                if !ok {
+                    out[*k] = Err(IngestError::BadSignature { id: ops[*k].1.id() });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The key as ZIP-215 verification key bytes, unless it is not a point or has small order (a
+/// small-order key would verify forged signatures).
+fn usable_key(bytes: &[u8; 32]) -> Option<ed25519_zebra::VerificationKeyBytes> {
+    let dalek = ed25519_dalek::VerifyingKey::from_bytes(bytes).ok()?;
+    if dalek.is_weak() {
+        return None;
+    }
+    ed25519_zebra::VerificationKey::try_from(*bytes).ok()?;
+    Some(ed25519_zebra::VerificationKeyBytes::from(*bytes))
+}
