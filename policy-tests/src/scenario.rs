@@ -88,8 +88,11 @@ pub enum ScenarioErrorKind {
     /// A field this kind of op does not take (e.g. `parent` of a delete).
     #[error("this op does not take the field")]
     Unexpected,
-    /// An `expect` value outside `allow`, `deny`, `deny:<Class>`, `pending`, `skip`.
-    #[error("{0:?}: expected allow, deny, deny:<Class>, pending or skip")]
+    /// A `tamper` value outside `signature`, `other-document`, `unsigned`.
+    #[error("{0:?}: expected signature, other-document or unsigned")]
+    BadTamper(String),
+    /// An `expect` value outside `allow`, `deny[:<Class>]`, `pending`, `skip`, `reject[:<Class>]`.
+    #[error("{0:?}: expected allow, deny, deny:<Class>, pending, skip, reject or reject:<Class>")]
     BadExpect(String),
     /// An op marked concurrent with an op listed after it, or with its author's own op.
     #[error("{op:?} cannot be concurrent with {other:?} (listed later, or by the same principal)")]
@@ -140,6 +143,8 @@ struct RawScenario {
     op: Vec<RawOp>,
     #[serde(default)]
     delivery: Vec<Vec<String>>,
+    #[serde(default)]
+    withhold: Vec<String>,
     #[serde(default)]
     expect: RawExpect,
     #[serde(default)]
@@ -203,6 +208,7 @@ struct RawOp {
     delete: Option<String>,
     restore: Option<String>,
     set_payload: Option<String>,
+    tamper: Option<String>,
     parent: Option<String>,
     payload: Option<String>,
     time: Option<u64>,
@@ -260,6 +266,8 @@ pub struct Scenario {
     pub ops: Vec<OpSpec>,
     /// Extra delivery orders given by the file.
     pub deliveries: Vec<Vec<Item>>,
+    /// Delegations never delivered (their ops stay held).
+    pub withheld: Vec<usize>,
     /// Expectations on the final state.
     pub expect: Expectations,
     /// Read expectations.
@@ -383,8 +391,22 @@ pub struct OpSpec {
     pub time: u64,
     /// Earlier-listed ops its author had *not* seen (closed: also every op that had seen one).
     pub unseen: Vec<usize>,
+    /// Deliver a corrupted form of the op instead (adversarial cases).
+    pub tamper: Option<Tamper>,
     /// The expected final outcome.
     pub expect: Option<OpExpect>,
+}
+
+/// How an adversarial op is corrupted before delivery. A tampered op takes its author's next
+/// `seq` without using it up (it is never accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// One bit of the signature flipped (a forged signature).
+    Signature,
+    /// Correctly signed, but for another document of the same owner (a replay).
+    OtherDocument,
+    /// The signature removed.
+    Unsigned,
 }
 
 /// The expected final outcome of an op.
@@ -398,6 +420,9 @@ pub enum OpExpect {
     Pending,
     /// Logged as a structural no-op (cycle, or a delete that had not seen new content).
     Skip,
+    /// Rejected by verified ingest, never logged; optionally with this class (`BadSignature`,
+    /// `WrongDocument`, `Unsigned`, `Equivocation`, …).
+    Reject(Option<String>),
 }
 
 impl fmt::Display for OpExpect {
@@ -408,6 +433,8 @@ impl fmt::Display for OpExpect {
             OpExpect::Deny(Some(c)) => write!(f, "deny:{c}"),
             OpExpect::Pending => f.write_str("pending"),
             OpExpect::Skip => f.write_str("skip"),
+            OpExpect::Reject(None) => f.write_str("reject"),
+            OpExpect::Reject(Some(c)) => write!(f, "reject:{c}"),
         }
     }
 }
@@ -726,7 +753,17 @@ impl Scenario {
                 }
                 unseen.push(j);
             }
+            let tamper = match o.tamper.as_deref() {
+                None => None,
+                Some("signature") => Some(Tamper::Signature),
+                Some("other-document") => Some(Tamper::OtherDocument),
+                Some("unsigned") => Some(Tamper::Unsigned),
+                Some(t) => {
+                    return Err(cx.err(f("tamper"), ScenarioErrorKind::BadTamper(t.to_owned())))
+                }
+            };
             ops.push(OpSpec {
+                tamper,
                 name: o.name.clone(),
                 by,
                 chain: chain(f("chain"), &o.chain)?,
@@ -850,6 +887,27 @@ impl Scenario {
             deliveries.push(items);
         }
 
+        let withheld = raw
+            .withhold
+            .iter()
+            .map(|n| dnames.get(n).map_err(|k| cx.err("withhold", k)))
+            .collect::<Result<Vec<_>, _>>()?;
+        for item in deliveries.iter().flatten() {
+            if let Item::Delegation(d) = item {
+                if withheld.contains(d) {
+                    return Err(cx.err(
+                        "withhold",
+                        ScenarioErrorKind::BadDelivery {
+                            problem: format!(
+                                "withheld delegation {:?} is delivered",
+                                delegations[*d].name
+                            ),
+                        },
+                    ));
+                }
+            }
+        }
+
         // expectations
         let expect = Expectations {
             tree: raw
@@ -917,6 +975,7 @@ impl Scenario {
             revocations,
             ops,
             deliveries,
+            withheld,
             expect,
             reads,
         })
@@ -947,14 +1006,20 @@ fn parse_expect(s: &str) -> Result<OpExpect, ScenarioErrorKind> {
         "deny" => OpExpect::Deny(None),
         "pending" => OpExpect::Pending,
         "skip" => OpExpect::Skip,
-        _ => match s.strip_prefix("deny:") {
-            Some(class)
-                if !class.is_empty() && class.bytes().all(|b| b.is_ascii_alphanumeric()) =>
-            {
-                OpExpect::Deny(Some(class.to_owned()))
+        "reject" => OpExpect::Reject(None),
+        _ => {
+            let class = |c: &str| {
+                (!c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    .then(|| c.to_owned())
+            };
+            if let Some(c) = s.strip_prefix("deny:").and_then(class) {
+                OpExpect::Deny(Some(c))
+            } else if let Some(c) = s.strip_prefix("reject:").and_then(class) {
+                OpExpect::Reject(Some(c))
+            } else {
+                return Err(ScenarioErrorKind::BadExpect(s.to_owned()));
             }
-            _ => return Err(ScenarioErrorKind::BadExpect(s.to_owned())),
-        },
+        }
     })
 }
 
