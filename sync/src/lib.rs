@@ -29,6 +29,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "bench")]
+pub mod bench;
 mod delta;
 mod filter;
 pub mod memory;
