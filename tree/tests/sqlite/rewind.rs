@@ -1,5 +1,6 @@
 //! Late ops on SqliteStore: a rewind touches only the suffix of the log after the late op (never
-//! the whole log), passes skipped moves, terminates, and equals a fresh replay.
+//! the whole log), passes skipped moves, terminates, and equals a fresh replay. Also the log reads
+//! sync uses: ops of a subtree, ops since a frontier in pages.
 
 use canopy_tree::{
     Effect, Lamport, LogKey, NodeId, Op, Place, ReplicaId, SqliteStore, Store, Tree,
@@ -114,4 +115,43 @@ fn a_late_op_rewrites_only_the_suffix() {
     fresh.apply(ops).unwrap();
     assert_eq!(visible(&a2), visible(&fresh));
     assert_eq!(a2.payload(root_kid).unwrap(), Some(b"late2".to_vec()));
+}
+
+#[test]
+fn ops_of_a_subtree_and_since_a_frontier() {
+    let mut a = sqlite_tree(3);
+    let list = a.create(NodeId::ROOT, Place::Last, None).unwrap().node();
+    let other = a.create(NodeId::ROOT, Place::Last, None).unwrap().node();
+    let item = a.create(list, Place::Last, None).unwrap().node();
+    let sub = a.create(item, Place::First, None).unwrap().node();
+    a.set_payload(sub, b"x".to_vec()).unwrap();
+    a.create(other, Place::Last, None).unwrap();
+    // moved in from elsewhere: its ops belong to the subtree now
+    let moved = a.create(other, Place::Last, None).unwrap().node();
+    a.move_node(moved, item, Place::Last).unwrap();
+    let in_subtree = [list, item, sub, moved];
+    let expected: Vec<Op> = all_ops(&a)
+        .into_iter()
+        .filter(|o| in_subtree.contains(&o.node()))
+        .collect();
+    let got = a.store().ops_of_subtree(list).unwrap();
+    assert_eq!(got, expected);
+    assert_eq!(got.len(), 6);
+    // from ROOT: every op
+    assert_eq!(a.store().ops_of_subtree(NodeId::ROOT).unwrap(), all_ops(&a));
+    // ops since a frontier, paged, reach everything exactly once
+    let mut seen = canopy_tree::VersionVector::new();
+    let mut got = Vec::new();
+    loop {
+        let page = a.store().ops_since(&seen, 3).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        for op in &page {
+            seen.set(op.id().replica(), op.id().seq());
+        }
+        got.extend(page);
+    }
+    assert_eq!(got, all_ops(&a));
+    assert_eq!(seen, a.store().frontier().unwrap());
 }
