@@ -152,6 +152,10 @@ impl Kids {
             Kids::Small(v) => {
                 if let Err(i) = v.binary_search(&key) {
                     if v.len() < MAX_SMALL {
+                        // Most parents have one or two children: grow from one slot.
+                        if v.capacity() == 0 {
+                            v.reserve_exact(1);
+                        }
                         v.insert(i, key);
                     } else {
                         let mut blocks = Blocks {
