@@ -363,7 +363,8 @@ impl<E: std::error::Error> From<E> for Broken {
 fn deliver<S: Store>(s: &Scenario, m: &Minted, store: S, order: &[Item]) -> Result<Final, Broken> {
     let observer = ReplicaId::from_bytes(*principal_key("observer").did().public_key());
     let mut replica = Authz::new(store, m.document, observer);
-    let mut last: BTreeMap<OpId, Result<Accepted, IngestError>> = BTreeMap::new();
+    // The ingest result of each delivered op, by op index (a tampered op shares its id).
+    let mut last: BTreeMap<usize, Result<Accepted, IngestError>> = BTreeMap::new();
     // The last reported denial reason of each op (exact for the total-order replica, where
     // nothing is ever redone).
     let mut reasons: BTreeMap<OpId, Option<String>> = BTreeMap::new();
@@ -406,7 +407,7 @@ fn deliver<S: Store>(s: &Scenario, m: &Minted, store: S, order: &[Item]) -> Resu
             if let Ok(Accepted::Op { id, outcome }) = &r {
                 note(&mut reasons, *id, outcome);
             }
-            last.insert(m.ops[*j].id(), r);
+            last.insert(*j, r);
         }
     }
 
@@ -461,7 +462,7 @@ fn deliver<S: Store>(s: &Scenario, m: &Minted, store: S, order: &[Item]) -> Resu
     }
 
     let mut fates = Vec::with_capacity(m.ops.len());
-    for op in &m.ops {
+    for (j, op) in m.ops.iter().enumerate() {
         let id = op.id();
         let fate = match tree.store().entry(id)? {
             Some(e) if e.op == *op => match e.effect {
@@ -470,7 +471,7 @@ fn deliver<S: Store>(s: &Scenario, m: &Minted, store: S, order: &[Item]) -> Resu
                 _ => Fate::Skip,
             },
             // Another op holds this id (a tampered op shares its author's next seq).
-            Some(_) | None => match last.get(&id) {
+            Some(_) | None => match last.get(&j) {
                 Some(Err(e)) => Fate::Reject(ingest_class(e).to_owned()),
                 _ if tree.store().pending_get(id)?.as_ref() == Some(op) => Fate::Pending,
                 Some(Ok(Accepted::Held { .. })) => Fate::Pending,
