@@ -3,7 +3,8 @@
 //! For each document size N (default 100000 and 1000000 ops) builds a replica with a 10k-node
 //! subtree X, then measures: cold full sync to an empty replica, the in-sync check, 1,000 and 1%
 //! random differences (half on each side), a cold partial sync of X with a subtree read filter,
-//! and a warm partial sync after 100 changes in X. In-memory transport, `MemoryStore`.
+//! and a warm partial sync after 100 changes in X (in-memory transport, `MemoryStore`); then the
+//! cold partial sync again from the same kind of document in a SQLite file (the server's case).
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -12,17 +13,20 @@ fn main() {
     if sizes.is_empty() {
         sizes = vec![100_000, 1_000_000];
     }
+    let print = |f: &canopy_sync::bench::Figure| {
+        if json {
+            println!("{}", f.to_json());
+        } else {
+            println!(
+                "{:>19} doc={:>8} diff={:>7} ({:>9} B) nodes={:>6} bytes={:>10} msgs={:>5} rt={} {:>10.2} ms",
+                f.scenario, f.doc_ops, f.diff_ops, f.diff_op_bytes, f.nodes, f.bytes, f.messages, f.round_trips, f.ms
+            );
+        }
+    };
     for n in sizes {
-        let result = canopy_sync::bench::run(n, 10_000.min(n / 2), |f| {
-            if json {
-                println!("{}", f.to_json());
-            } else {
-                println!(
-                    "{:>16} doc={:>8} diff={:>7} ({:>9} B) nodes={:>6} bytes={:>10} msgs={:>5} rt={} {:>10.2} ms",
-                    f.scenario, f.doc_ops, f.diff_ops, f.diff_op_bytes, f.nodes, f.bytes, f.messages, f.round_trips, f.ms
-                );
-            }
-        });
+        let x = 10_000.min(n / 2);
+        let result = canopy_sync::bench::run(n, x, print)
+            .and_then(|_| canopy_sync::bench::run_sqlite_partial(n, x, print));
         if let Err(e) = result {
             eprintln!("benchmark failed: {e}");
             std::process::exit(1);

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use canopy_tree::{MemoryStore, NodeId, OpId, Place, ReplicaId, Store, Tree};
+use canopy_tree::{MemoryStore, NodeId, OpId, Place, ReplicaId, SqliteStore, Store, Tree};
 
 use crate::filter::{AllowAll, SubtreeScope};
 use crate::memory::{self, FullPeer, PartialPeer};
@@ -61,6 +61,9 @@ pub enum BenchError {
     /// A sync session failed.
     #[error("sync failed: {0}")]
     Sync(String),
+    /// The SQLite store failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] canopy_tree::SqliteStoreError),
     /// The replicas did not converge, or a figure is inconsistent.
     #[error("check failed: {0}")]
     Check(&'static str),
@@ -300,4 +303,66 @@ pub fn run(
         &mut out,
     );
     Ok(out)
+}
+
+/// The server's case: a cold partial sync of X (`x_size` nodes) from a document of `n` ops in a
+/// SQLite file (WAL) in the temp directory, with a subtree read filter. The document is built in
+/// memory and copied into SQLite in batches first (not timed).
+pub fn run_sqlite_partial(
+    n: usize,
+    x_size: usize,
+    mut report: impl FnMut(&Figure),
+) -> Result<Figure, BenchError> {
+    let mut rng = Rng(0x5151_7a7a_0f0f_3c3c ^ n as u64);
+    let (a, x, _) = build(n, x_size, &mut rng);
+    let dir = std::env::temp_dir().join(format!("canopy-sync-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|_| BenchError::Check("temp dir"))?;
+    let path = dir.join(format!("doc-{n}.canopy"));
+    let _ = std::fs::remove_file(&path);
+    let result = (|| {
+        let mut s = Tree::new(SqliteStore::open(&path)?, rep(4));
+        let mut seq = 1u64;
+        while seq <= n as u64 {
+            let end = (seq + 50_000).min(n as u64 + 1);
+            let ops: Vec<_> = (seq..end)
+                .filter_map(|q| a.store().entry(OpId::new(rep(1), q)).ok().flatten())
+                .map(|e| e.op)
+                .collect();
+            s.apply(ops).map_err(|e| match e {
+                canopy_tree::ApplyError::Store(e) => BenchError::Sqlite(e),
+                _ => BenchError::Check("apply"),
+            })?;
+            seq = end;
+        }
+        drop(a);
+        let doc_ops = s.store().log_len()?;
+        let mut p = PartialReplica::new(x, rep(3));
+        let start = Instant::now();
+        let stats = {
+            let mut pp = PartialPeer::new(&mut p, PartialSession::new(Options::default()));
+            let mut ps = FullPeer::new(
+                &mut s,
+                Session::new(SubtreeScope::new(x), Options::default()),
+            );
+            memory::pump(&mut pp, &mut ps, None).map_err(|e| BenchError::Sync(e.to_string()))?
+        };
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if p.len() != s.subtree(x).count() {
+            return Err(BenchError::Check(
+                "partial replica does not hold subtree(X)",
+            ));
+        }
+        Ok(figure(
+            "cold_partial_sqlite",
+            doc_ops,
+            (0, 0),
+            p.len() as u64,
+            &stats,
+            ms,
+        ))
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    let f = result?;
+    report(&f);
+    Ok(f)
 }
