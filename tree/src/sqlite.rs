@@ -468,6 +468,26 @@ impl Store for SqliteStore {
         }
     }
 
+    fn is_within(&self, node: NodeId, root: NodeId) -> Result<bool> {
+        if node == root {
+            return Ok(true);
+        }
+        // one recursive query instead of a lookup per level; UNION (not UNION ALL) ends even on a
+        // cyclic (hand-edited) table
+        let within: bool = self
+            .conn
+            .prepare_cached(
+                "WITH RECURSIVE up(n) AS (
+                   SELECT ?1
+                   UNION
+                   SELECT nodes.parent FROM nodes JOIN up ON nodes.node = up.n WHERE up.n != ?2
+                 )
+                 SELECT EXISTS (SELECT 1 FROM up WHERE n = ?2)",
+            )?
+            .query_row([node.as_bytes(), root.as_bytes()], |r| r.get(0))?;
+        Ok(within)
+    }
+
     fn payload_set_by(&self, node: NodeId) -> Result<Option<OpId>> {
         let row: Option<(i64, i64)> = self
             .conn

@@ -364,3 +364,33 @@ fn rusqlite_setup(path: &std::path::Path, sql: &str) {
         .replace("PRAGMA user_version", "PRAGMA x.user_version");
     conn.execute_batch(&sql).unwrap();
 }
+
+#[test]
+fn is_within_walks_up_in_one_query_and_ends_on_a_cycle() {
+    let mut s = SqliteStore::open_in_memory().unwrap();
+    let by = OpId::new(rep(1), 1);
+    // ROOT > 1 > 2 > 3, and 4 in TRASH
+    s.set_placement(node(1), Some(&place(NodeId::ROOT, b"a", by)))
+        .unwrap();
+    s.set_placement(node(2), Some(&place(node(1), b"a", by)))
+        .unwrap();
+    s.set_placement(node(3), Some(&place(node(2), b"a", by)))
+        .unwrap();
+    s.set_placement(node(4), Some(&place(NodeId::TRASH, b"a", by)))
+        .unwrap();
+    assert!(s.is_within(node(3), node(1)).unwrap());
+    assert!(s.is_within(node(3), NodeId::ROOT).unwrap());
+    assert!(s.is_within(node(2), node(2)).unwrap());
+    assert!(!s.is_within(node(1), node(3)).unwrap());
+    assert!(!s.is_within(node(4), NodeId::ROOT).unwrap());
+    assert!(s.is_within(node(4), NodeId::TRASH).unwrap());
+    assert!(!s.is_within(node(9), NodeId::ROOT).unwrap());
+    // a cycle written behind the store's back: the walk still ends
+    s.connection()
+        .execute(
+            "UPDATE nodes SET parent = ?1 WHERE node = ?2",
+            [node(3).as_bytes(), node(1).as_bytes()],
+        )
+        .unwrap();
+    assert!(!s.is_within(node(3), NodeId::ROOT).unwrap());
+}
