@@ -723,3 +723,128 @@ proptest! {
         prop_assert_eq!(reference.1.len(), items.len() - items.iter().filter(|i| i[0] != 2).count());
     }
 }
+
+// ---- spec vectors (spec/vectors/signed_ops.json) ----
+
+fn vectors() -> serde_json::Value {
+    use serde_json::json;
+    let w = World::new();
+    let alice = key(2);
+    let doc = w.doc;
+    let g = w.grant(
+        &w.owner,
+        &alice,
+        Ability::Write,
+        n(0xf),
+        &[n(0x5)],
+        Some(1000),
+        1,
+    );
+    let chain = chain_ref(&[g.cid()]);
+    let ab = [canopy_caps::cid_of(b"a"), canopy_caps::cid_of(b"b")];
+    let signed = |name: &str, k: &SecretKey, seed: u8, op: Op, time: u64, chain: ChainRef| {
+        let s = sign_op(k, &doc.id(), time, &chain, op.clone()).unwrap();
+        json!({
+            "name": name,
+            "secret": hex::encode([seed; 32]),
+            "doc": doc.id().to_string(),
+            "time": time,
+            "chain": chain.to_string(),
+            "op_hex": hex::encode(op.encode()),
+            "signing_input_hex": hex::encode(canopy_caps::signing_input(&doc.id(), time, &chain, &op)),
+            "signed_hex": hex::encode(s.encode()),
+        })
+    };
+    let o = |k: &SecretKey, seq, l, kind| Op::new(OpId::new(rid(k), seq), Lamport::new(l), kind);
+    let good = w.op(&alice, 1, 3, set(n(0xf), b"x"), 5, chain).encode();
+    json!({
+        "documents": [
+            {"owner": w.owner.did().to_string(), "nonce": hex::encode([9u8; 16]), "id": doc.id().to_string()},
+        ],
+        "chains": [
+            {"cids": [], "ref": chain_ref(&[]).to_string()},
+            {"cids": ab.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "ref": chain_ref(&ab).to_string()},
+        ],
+        "signed": [
+            signed("owner creates under ROOT (empty chain)", &w.owner, 1, o(&w.owner, 1, 1, create(n(0xf), NodeId::ROOT)), 1_700_000_000, chain_ref(&[])),
+            signed("alice sets a payload under a one-delegation chain", &alice, 2, o(&alice, 1, 3, set(n(0xf), b"x")), 5, chain),
+            signed("alice deletes with a seen vector", &alice, 2, o(&alice, 2, 4, OpKind::Delete { node: n(0xf), seen: [(rid(&w.owner), 1)].into_iter().collect() }), 6, chain),
+        ],
+        "invalid_entries": [
+            {"name": "empty", "hex": "", "error": "Empty"},
+            {"name": "unknown tag", "hex": "7f00", "error": "UnknownTag"},
+            {"name": "signed op truncated in the header", "hex": hex::encode(&good[..50]), "error": "Op"},
+            {"name": "signed op truncated in the body", "hex": hex::encode(&good[..good.len() - 1]), "error": "Op"},
+            {"name": "chain list with a trailing byte", "hex": hex::encode([Entry::Chain(ab.to_vec()).encode(), vec![0]].concat()), "error": "Chain"},
+            {"name": "chain list count past the end", "hex": "1102", "error": "Chain"},
+            {"name": "delegation that is not DAG-CBOR", "hex": "10ff00", "error": "Delegation"},
+        ],
+    })
+}
+
+fn entry_error_name(e: &canopy_caps::EntryDecodeError) -> &'static str {
+    use canopy_caps::EntryDecodeError as E;
+    match e {
+        E::Empty => "Empty",
+        E::TooLarge { .. } => "TooLarge",
+        E::UnknownTag { .. } => "UnknownTag",
+        E::Op(_) => "Op",
+        E::Delegation(_) => "Delegation",
+        E::Revocation(_) => "Revocation",
+        E::Chain => "Chain",
+        _ => "other",
+    }
+}
+
+#[test]
+fn signed_op_vectors() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../spec/vectors/signed_ops.json"
+    );
+    let expected = vectors();
+    if std::env::var_os("CANOPY_WRITE_VECTORS").is_some() {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&expected).unwrap() + "\n",
+        )
+        .unwrap();
+    }
+    let text = std::fs::read_to_string(path).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(file, expected, "spec/vectors/signed_ops.json is stale");
+    // Independent checks of the file's claims.
+    for d in file["documents"].as_array().unwrap() {
+        let owner: canopy_caps::Did = d["owner"].as_str().unwrap().parse().unwrap();
+        let mut nonce = [0u8; 16];
+        hex::decode_to_slice(d["nonce"].as_str().unwrap(), &mut nonce).unwrap();
+        assert_eq!(
+            Document::new(owner, nonce).id().to_string(),
+            d["id"].as_str().unwrap()
+        );
+    }
+    for c in file["signed"].as_array().unwrap() {
+        let signed = hex::decode(c["signed_hex"].as_str().unwrap()).unwrap();
+        let input = hex::decode(c["signing_input_hex"].as_str().unwrap()).unwrap();
+        let op = Op::decode(&signed).unwrap();
+        let a = op.attestation().unwrap();
+        assert_eq!(
+            hex::encode(op.unsigned().encode()),
+            c["op_hex"].as_str().unwrap()
+        );
+        assert_eq!(&signed[1 + 32 + 8 + 32 + 64..], &input[12 + 32 + 8 + 32..]);
+        let vk = ed25519_dalek::VerifyingKey::from_bytes(op.id().replica().as_bytes()).unwrap();
+        let sig = ed25519_dalek::Signature::from_bytes(a.signature());
+        assert!(vk.verify_strict(&input, &sig).is_ok(), "{}", c["name"]);
+    }
+    for c in file["invalid_entries"].as_array().unwrap() {
+        let bytes = hex::decode(c["hex"].as_str().unwrap()).unwrap();
+        let err = Entry::decode(&bytes).expect_err(c["name"].as_str().unwrap());
+        assert_eq!(
+            entry_error_name(&err),
+            c["error"].as_str().unwrap(),
+            "{}",
+            c["name"]
+        );
+    }
+}
