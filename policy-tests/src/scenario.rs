@@ -30,7 +30,7 @@ pub struct ScenarioError {
     /// Where in the file (`op[2].parent`; `-` for the whole file).
     pub field: String,
     /// What is wrong.
-    pub kind: ScenarioErrorKind,
+    pub kind: Box<ScenarioErrorKind>,
 }
 
 /// What is wrong with a scenario.
@@ -42,7 +42,7 @@ pub enum ScenarioErrorKind {
     Io(#[from] std::io::Error),
     /// Not valid TOML, a missing or unknown field, or a value of the wrong type.
     #[error("{0}")]
-    Toml(#[from] toml::de::Error),
+    Toml(Box<toml::de::Error>),
     /// An outline (`tree`, `expect.tree`, `expect.trash`) that does not parse.
     #[error("outline: {0}")]
     Outline(#[from] OutlineError),
@@ -179,7 +179,6 @@ struct RawRevocation {
     cutoff: BTreeMap<String, RawCutoff>,
     #[serde(default)]
     keep: Vec<String>,
-    by: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -312,8 +311,6 @@ pub struct RevocationSpec {
     pub cutoffs: Vec<(usize, Cutoff)>,
     /// Exempted child delegations.
     pub keep: Vec<usize>,
-    /// The principal whose replica publishes the record in the log (default: the issuer).
-    pub by: usize,
 }
 
 /// A per-replica revocation cutoff.
@@ -489,7 +486,7 @@ impl Ctx<'_> {
             file: self.file.to_owned(),
             case: self.case.clone(),
             field: field.into(),
-            kind: kind.into(),
+            kind: Box::new(kind.into()),
         }
     }
 }
@@ -540,7 +537,7 @@ impl Scenario {
             file: path.to_owned(),
             case: None,
             field: "-".to_owned(),
-            kind: e.into(),
+            kind: Box::new(e.into()),
         })?;
         Self::parse(path, &text)
     }
@@ -548,7 +545,8 @@ impl Scenario {
     /// Parses scenario text; `file` names it in errors and gives the default case name.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ScenarioError> {
         let mut cx = Ctx { file, case: None };
-        let raw: RawScenario = toml::from_str(text).map_err(|e| cx.err("-", e))?;
+        let raw: RawScenario =
+            toml::from_str(text).map_err(|e| cx.err("-", ScenarioErrorKind::Toml(Box::new(e))))?;
         let name = raw.name.clone().unwrap_or_else(|| {
             file.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -827,12 +825,6 @@ impl Scenario {
                     .iter()
                     .map(|k| dnames.get(k).map_err(|e| cx.err(f("keep"), e)))
                     .collect::<Result<_, _>>()?,
-                by: r
-                    .by
-                    .as_deref()
-                    .map(|b| principal(f("by"), b))
-                    .transpose()?
-                    .unwrap_or(issuer),
             });
         }
 
@@ -1130,7 +1122,7 @@ private
             s.ops[1].expect,
             Some(OpExpect::Deny(Some("MatchError".into())))
         );
-        assert_eq!(s.revocations[0].by, 0);
+        assert_eq!(s.revocations[0].issuer, 0);
         assert_eq!(
             s.revocations[0].cutoffs,
             vec![(1, Cutoff::Seq(3)), (2, Cutoff::Op(0))]
@@ -1141,7 +1133,7 @@ private
     fn kind(text: &str) -> (String, ScenarioErrorKind) {
         let e = parse(text).unwrap_err();
         assert_eq!(e.file, Path::new("t/sample.toml"));
-        (e.field, e.kind)
+        (e.field, *e.kind)
     }
 
     #[test]

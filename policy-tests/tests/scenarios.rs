@@ -55,7 +55,7 @@ fn malformed_files_are_failed_cases() {
     let e = Scenario::load(&path).unwrap_err();
     assert_eq!(e.field, "op[0].parent");
     assert!(matches!(
-        e.kind,
+        *e.kind,
         ScenarioErrorKind::Unknown { what: "node", .. }
     ));
     let mut out = Vec::new();
