@@ -34,6 +34,8 @@ pub mod bench;
 mod delta;
 mod filter;
 pub mod memory;
+#[cfg(feature = "net")]
+pub mod net;
 mod partial;
 mod session;
 mod wire;
