@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod caps_cmd;
+mod policy_cmd;
 
 /// Canopy: a local-first sync engine for large trees with capability-based access control.
 #[derive(Debug, Parser)]
@@ -30,6 +31,9 @@ enum Command {
     /// UCAN specification tools (fixture runner).
     #[command(subcommand)]
     Ucan(caps_cmd::UcanCmd),
+    /// Policy scenarios: run them against the authorized apply.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Command::Token(cmd) => caps_cmd::token(cmd),
         Command::Share(cmd) => caps_cmd::share(cmd),
         Command::Ucan(cmd) => caps_cmd::ucan(cmd),
+        Command::Policy(cmd) => policy_cmd::run(cmd),
     }
 }
