@@ -2,7 +2,8 @@
 # The one test command (README): sets up what it needs and runs every test.
 # Idempotent; tool caches live under ~/.cache/canopy, outside the clone. Fails on the first failing phase.
 #
-# Phases: system packages -> fmt check -> native workspace tests (+ doc tests) -> wasm toolchain setup
+# Phases: system packages -> fmt check -> native workspace tests (+ doc tests) -> policy scenarios
+#         -> wasm toolchain setup
 #         -> wasm32 build of canopy-tree + the Node smoke test (tree/wasm-smoke)
 #         -> the same with canopy-tree's `sqlite` feature (SqliteStore on SQLite compiled to wasm)
 set -euo pipefail
@@ -37,6 +38,9 @@ cargo test --workspace --all-targets
 
 phase "rust: doc tests (workspace)"
 cargo test --workspace --doc
+
+phase "policy scenarios: canopy policy test policy-tests/scenarios (spec/policy-tests.md)"
+cargo run -q -p canopy -- policy test policy-tests/scenarios
 
 phase "wasm: toolchain setup (scripts/setup-wasm.sh, idempotent)"
 scripts/setup-wasm.sh
