@@ -12,7 +12,9 @@
 //! # Ok::<(), canopy_tree::SqliteStoreError>(())
 //! ```
 
+mod error;
 mod reads;
+mod replicas;
 mod schema;
 mod undo;
 
@@ -21,74 +23,15 @@ use std::path::Path;
 
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use rustc_hash::FxHashMap;
 
 use crate::id::{LogKey, NodeId, OpId, ReplicaId};
 use crate::op::{Op, VersionVector};
 use crate::position::Position;
 use crate::store::{Child, Effect, LogEntry, PayloadRecord, Placement, Store, Undo};
 
+pub use error::{SqliteStoreError, TxMisuse};
 pub use reads::{Ancestor, SubtreeEntry, SubtreeWalk};
 pub use undo::UndoDecodeError;
-
-/// Errors of the SQLite store.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SqliteStoreError {
-    /// SQLite reported an error (I/O, locking, constraint, …).
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    /// A stored value has the wrong SQL type.
-    #[error("stored value of unexpected type: {0}")]
-    ColumnType(#[from] rusqlite::types::FromSqlError),
-    /// The database has tables but is not a Canopy document.
-    #[error("the database is not a Canopy document (application_id mismatch or foreign tables)")]
-    NotCanopy,
-    /// The database uses another schema version.
-    #[error("schema version {found} is not supported (this build reads version {expected})")]
-    SchemaVersion { found: i64, expected: i64 },
-    /// A stored op blob did not decode.
-    #[error("corrupt op blob for {id}: {source}")]
-    CorruptOp {
-        id: OpId,
-        #[source]
-        source: crate::codec::DecodeError,
-    },
-    /// A stored undo blob did not decode.
-    #[error("corrupt undo records for {id}: {source}")]
-    CorruptUndo {
-        id: OpId,
-        #[source]
-        source: UndoDecodeError,
-    },
-    /// A stored value is out of its domain (wrong blob length, unknown effect code, …).
-    #[error("corrupt column {table}.{column}")]
-    CorruptColumn {
-        table: &'static str,
-        column: &'static str,
-    },
-    /// A seq or Lamport time of 2^63 or more: SQLite integers are signed 64-bit.
-    #[error("{0} is too large to store (limit 2^63 - 1)")]
-    OutOfRange(u64),
-    /// A row references a replica index that is not in the `replicas` table.
-    #[error("unknown replica index {0}")]
-    UnknownReplicaIndex(i64),
-    /// `commit`/`rollback` without `begin`, or `begin` twice.
-    #[error("transaction misuse: {0}")]
-    Transaction(TxMisuse),
-}
-
-/// How a transaction call was out of order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TxMisuse {
-    /// `begin` inside an open batch.
-    #[error("begin inside an open batch")]
-    Nested,
-    /// `commit` or `rollback` with no open batch.
-    #[error("no open batch")]
-    NotOpen,
-}
 
 type Result<T> = std::result::Result<T, SqliteStoreError>;
 
@@ -112,28 +55,6 @@ enum Tx {
     Top,
     /// A savepoint inside a transaction someone else opened (e.g. an SQL function's caller).
     Savepoint,
-}
-
-/// Replica interning cache, and count changes not yet written (flushed at commit).
-#[derive(Debug, Default)]
-struct Replicas {
-    /// Key → compact index.
-    idx: FxHashMap<ReplicaId, i64>,
-    /// Compact index → key.
-    key: FxHashMap<i64, ReplicaId>,
-    /// Change of the `nodes` and `ops` row counts in the open batch (flushed at commit).
-    counts: (i64, i64),
-    /// Keys known to have no index, valid only inside the open batch (the write lock keeps
-    /// other connections from adding them); cleared when a batch begins or ends.
-    unknown: rustc_hash::FxHashSet<ReplicaId>,
-}
-
-impl Replicas {
-    fn remember(&mut self, replica: ReplicaId, i: i64) {
-        self.idx.insert(replica, i);
-        self.key.insert(i, replica);
-        self.unknown.remove(&replica);
-    }
 }
 
 /// A [`Store`] backed by one SQLite database (one document per database).
@@ -168,7 +89,7 @@ pub struct SqliteStore {
     /// Replica key → compact index; cleared on rollback (indexes assigned in it are undone).
     /// Replica interning cache and the batch's count changes (interior mutability: reads
     /// through `&self` fill the cache).
-    reps: RefCell<Replicas>,
+    reps: RefCell<replicas::Replicas>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -247,88 +168,6 @@ impl SqliteStore {
     /// Runs a cached parameterless statement.
     fn exec_cached(&self, sql: &str) -> rusqlite::Result<()> {
         self.conn.prepare_cached(sql)?.execute([]).map(drop)
-    }
-
-    // ---- replica interning ----
-
-    /// The compact index of `replica`, if it has one.
-    fn replica_index(&self, replica: ReplicaId) -> Result<Option<i64>> {
-        {
-            let reps = self.reps.borrow();
-            if let Some(&i) = reps.idx.get(&replica) {
-                return Ok(Some(i));
-            }
-            if self.tx != Tx::None && reps.unknown.contains(&replica) {
-                return Ok(None);
-            }
-        }
-        let i: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT idx FROM replicas WHERE key = ?1")?
-            .query_row([replica.as_bytes()], |r| r.get(0))
-            .optional()?;
-        let mut reps = self.reps.borrow_mut();
-        match i {
-            Some(i) => reps.remember(replica, i),
-            None if self.tx != Tx::None => {
-                reps.unknown.insert(replica);
-            }
-            None => {}
-        }
-        Ok(i)
-    }
-
-    /// The compact index of `replica`, assigning one if needed (inside the current batch).
-    fn intern(&mut self, replica: ReplicaId) -> Result<i64> {
-        if let Some(i) = self.replica_index(replica)? {
-            return Ok(i);
-        }
-        self.conn
-            .prepare_cached("INSERT INTO replicas(key) VALUES (?1)")?
-            .execute([replica.as_bytes()])?;
-        let i = self.conn.last_insert_rowid();
-        self.reps.borrow_mut().remember(replica, i);
-        Ok(i)
-    }
-
-    /// The replica key of a compact index.
-    fn replica_key(&self, i: i64) -> Result<ReplicaId> {
-        if let Some(&k) = self.reps.borrow().key.get(&i) {
-            return Ok(k);
-        }
-        let k: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached("SELECT key FROM replicas WHERE idx = ?1")?
-            .query_row([i], |r| r.get(0))
-            .optional()?;
-        let k = k.ok_or(SqliteStoreError::UnknownReplicaIndex(i))?;
-        let k = ReplicaId::from_bytes(fixed(&k, "replicas", "key")?);
-        self.reps.borrow_mut().remember(k, i);
-        Ok(k)
-    }
-
-    /// Records a change of the node and op counts (written at commit, or now outside a batch).
-    fn count_delta(&mut self, nodes: i64, ops: i64) -> Result<()> {
-        let c = &mut self.reps.get_mut().counts;
-        c.0 += nodes;
-        c.1 += ops;
-        if self.tx == Tx::None {
-            self.flush_counts()?;
-        }
-        Ok(())
-    }
-
-    /// Writes the batch's count changes to the `counts` table.
-    fn flush_counts(&self) -> Result<()> {
-        let (nodes, ops) = std::mem::take(&mut self.reps.borrow_mut().counts);
-        for (name, d) in [("nodes", nodes), ("ops", ops)] {
-            if d != 0 {
-                self.conn
-                    .prepare_cached("UPDATE counts SET n = n + ?2 WHERE name = ?1")?
-                    .execute(params![name, d])?;
-            }
-        }
-        Ok(())
     }
 
     fn op_id(&self, rep: i64, seq: i64) -> Result<OpId> {
@@ -868,7 +707,7 @@ impl Store for SqliteStore {
     fn rollback(&mut self) -> Result<()> {
         let tx = std::mem::replace(&mut self.tx, Tx::None);
         // replica indexes assigned inside the batch are gone, and so are its count changes
-        *self.reps.get_mut() = Replicas::default();
+        *self.reps.get_mut() = replicas::Replicas::default();
         match tx {
             Tx::None => Err(SqliteStoreError::Transaction(TxMisuse::NotOpen)),
             Tx::Top => {
