@@ -167,6 +167,8 @@ struct RawDelegation {
     expiry: Option<u64>,
     not_before: Option<u64>,
     proof: Option<String>,
+    #[serde(default)]
+    forged: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +298,8 @@ pub struct DelegationSpec {
     pub not_before: Option<u64>,
     /// The delegation this one re-delegates (its chain is the proof's chain plus this one).
     pub proof: Option<usize>,
+    /// Delivered with one signature bit flipped (chains name the forged bytes' CID).
+    pub forged: bool,
 }
 
 /// A revocation to mint.
@@ -641,6 +645,7 @@ impl Scenario {
                     .as_deref()
                     .map(|p| dnames.get(p).map_err(|k| cx.err(f("proof"), k)))
                     .transpose()?,
+                forged: d.forged,
             });
         }
         for (i, d) in delegations.iter().enumerate() {
