@@ -142,3 +142,58 @@ pub fn encode_frontier(v: &VersionVector) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `spec/vectors/sqlite.json`, "frontier": the BLOB `canopy_frontier()` returns and
+    /// `canopy_ops_since` takes.
+    #[test]
+    fn frontier_vectors() {
+        let doc: serde_json::Value =
+            serde_json::from_str(include_str!("../../spec/vectors/sqlite.json")).unwrap();
+        for v in doc["frontier"].as_array().unwrap() {
+            let expected: VersionVector = v["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["replica"].as_str().unwrap().parse::<ReplicaId>().unwrap(),
+                        e["seq"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            let blob = hex::decode(v["hex"].as_str().unwrap()).unwrap();
+            assert_eq!(encode_frontier(&expected), blob);
+            let at = At {
+                func: "t",
+                arg: 1,
+                name: "frontier",
+            };
+            assert_eq!(at.frontier(ValueRef::Blob(&blob)).unwrap(), expected);
+            assert!(at.frontier(ValueRef::Blob(&blob[1..])).is_err());
+            assert!(at.frontier(ValueRef::Text(b"x")).is_err());
+        }
+    }
+
+    #[test]
+    fn node_arguments() {
+        let at = At {
+            func: "t",
+            arg: 1,
+            name: "node",
+        };
+        assert_eq!(at.node(ValueRef::Text(b"root")).unwrap(), NodeId::ROOT);
+        assert_eq!(at.node(ValueRef::Blob(&[0xff; 16])).unwrap(), NodeId::TRASH);
+        let hex = b"0102030405060708090a0b0c0d0e0f10";
+        assert_eq!(at.node(ValueRef::Text(hex)).unwrap().as_bytes()[15], 0x10);
+        assert!(at.node(ValueRef::Text(b"0102")).is_err());
+        assert!(at
+            .node(ValueRef::Text(b"zz02030405060708090a0b0c0d0e0f10"))
+            .is_err());
+        assert!(at.node(ValueRef::Integer(1)).is_err());
+        assert!(at.node(ValueRef::Blob(&[0; 15])).is_err());
+    }
+}
