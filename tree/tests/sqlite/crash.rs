@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use canopy_tree::{
-    Lamport, NodeId, Op, OpId, OpKind, Position, ReplicaId, SqliteStore, Store, Tree,
+    Lamport, NodeId, Op, OpId, OpKind, Position, ReplicaId, SqliteStore, Store, Tree, VersionVector,
 };
 
 const CHILD_ENV: &str = "CANOPY_CRASH_CHILD_DB";
@@ -24,7 +24,7 @@ fn node(i: u64) -> NodeId {
 
 /// Batch `b`: op `seq` with `(seq - 1) % 5` = 0 or 1 creates `node(seq)` (under ROOT or an older
 /// node), 2 moves an older node under another (some would make cycles: skipped), 3 sets the
-/// payload of the node made three ops before, 4 moves an older node to ROOT. Pure function of `b`, so the
+/// payload of the node made three ops before, 4 deletes the node made three ops before. Pure function of `b`, so the
 /// parent knows what each batch holds.
 fn batch(b: u64) -> Vec<Op> {
     let mut x = b.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -62,10 +62,11 @@ fn batch(b: u64) -> Vec<Op> {
                     node: node(seq - 3),
                     payload: vec![j as u8; 3],
                 },
-                4 if groups > 0 => OpKind::Move {
-                    node: older(),
-                    parent: NodeId::ROOT,
-                    position: pos.clone(),
+                // delete the node this group created second (never deleted before; later
+                // creates under it and moves of it revive or restore it)
+                4 => OpKind::Delete {
+                    node: node(seq - 3),
+                    seen: VersionVector::from_iter([(WRITER, seq - 1)]),
                 },
                 _ => OpKind::SetPayload {
                     node: node(seq - 2),
