@@ -24,8 +24,8 @@ fn node(i: u64) -> NodeId {
 
 /// Batch `b`: op `seq` with `(seq - 1) % 5` = 0 or 1 creates `node(seq)` (under ROOT or an older
 /// node), 2 moves an older node under another (some would make cycles: skipped), 3 sets the
-/// payload of the node made three ops before, 4 deletes the node made three ops before. Pure function of `b`, so the
-/// parent knows what each batch holds.
+/// payload of, and 4 deletes, the node made three ops before. Pure function of `b`, so the parent
+/// knows what each batch holds.
 fn batch(b: u64) -> Vec<Op> {
     let mut x = b.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut rnd = |n: u64| {
