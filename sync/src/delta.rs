@@ -267,6 +267,39 @@ pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
             };
         }
     }
+    // A revive (`spec/delete.md`) places a trashed ancestor with `placed_by` = the reviving op;
+    // when that op is redone without reviving, the ancestor falls back to TRASH while no op in
+    // the range names it. Such nodes are trashed ancestors (now) of a range op's node, of the
+    // parent it targets, or of a prior parent in its undo records: they become candidates.
+    let mut starts: Vec<NodeId> = Vec::new();
+    for e in &range {
+        starts.push(e.op.node());
+        match e.op.kind() {
+            OpKind::Create { parent, .. } | OpKind::Move { parent, .. } => starts.push(*parent),
+            _ => {}
+        }
+        for u in &e.undo {
+            if let Undo::Placement { prior: Some(p), .. } = u {
+                starts.push(p.parent);
+            }
+        }
+    }
+    let mut walked: FxHashSet<NodeId> = FxHashSet::default();
+    for s in starts {
+        if s.is_reserved() || !walked.insert(s) {
+            continue;
+        }
+        let anc = tree.ancestors(s)?;
+        if anc.last() == Some(&NodeId::TRASH) {
+            structural.insert(s);
+            for a in anc {
+                if !a.is_reserved() {
+                    walked.insert(a);
+                    structural.insert(a);
+                }
+            }
+        }
+    }
     let on_path: FxHashSet<NodeId> = delta.path.iter().map(|p| p.node).collect();
     // structural candidates: in scope now ⇒ the node with its subtree; otherwise ⇒ gone
     let mut inside: Vec<(usize, NodeId, Vec<NodeId>)> = Vec::new();

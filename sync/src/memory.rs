@@ -45,6 +45,10 @@ impl<'a, S: Store, P: Policy, F: ReadFilter> FullPeer<'a, S, P, F> {
     pub fn session(&self) -> &Session<F> {
         &self.session
     }
+    /// Gives the session back (to pair it with the tree again later, e.g. in live mode).
+    pub fn into_session(self) -> Session<F> {
+        self.session
+    }
 }
 
 impl<S: Store, P: Policy, F: ReadFilter> Endpoint for FullPeer<'_, S, P, F> {
@@ -79,6 +83,10 @@ impl<'a> PartialPeer<'a> {
     /// The session.
     pub fn session(&self) -> &PartialSession {
         &self.session
+    }
+    /// Gives the session back.
+    pub fn into_session(self) -> PartialSession {
+        self.session
     }
 }
 

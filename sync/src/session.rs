@@ -181,7 +181,8 @@ pub struct Session<F: ReadFilter> {
     options: Options,
     meter: Meter,
     phase: Phase,
-    hello: Option<([u8; 32], u64)>,
+    /// Our Hello's digest and count, and the frontier they describe.
+    hello: Option<([u8; 32], u64, VersionVector)>,
     peer_hello: bool,
     peer_live: bool,
     frontier_sent: Option<VersionVector>,
@@ -307,7 +308,7 @@ impl<F: ReadFilter> Session<F> {
         let frontier = tree.store().frontier()?;
         let digest = frontier_digest(&frontier);
         let count = frontier_count(&frontier);
-        self.hello = Some((digest, count));
+        self.hello = Some((digest, count, frontier));
         self.push(
             out,
             &Message::Hello {
@@ -414,11 +415,12 @@ impl<F: ReadFilter> Session<F> {
                         if !self.filter.can_read_log() {
                             return Err(SyncError::RefusedPeer(ErrorCode::FullSyncNotAllowed));
                         }
-                        let ours = self.hello.expect("hello sent above");
+                        let (our_digest, our_count, our_frontier) =
+                            self.hello.clone().expect("hello sent above");
                         self.phase = Phase::Reconciling;
-                        if ours == (digest, count) {
-                            self.peer_has =
-                                Some(tree.store().frontier().map_err(SyncError::Store)?);
+                        if (our_digest, our_count) == (digest, count) {
+                            // the peer has what our Hello described (not ops made since)
+                            self.peer_has = Some(our_frontier);
                             self.total = Some(0);
                             self.end_sent = true;
                             self.end_received = true;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use canopy_tree::{MemoryStore, ReplicaId, SqliteStore, Store, Tree};
+use canopy_tree::{AllowAll, MemoryStore, Policy, ReplicaId, SqliteStore, Store, Tree};
 
 use super::DocName;
 
@@ -13,12 +13,14 @@ use super::DocName;
 pub trait Documents: Send + Sync + 'static {
     /// The store of one document.
     type Store: Store + Send + 'static;
+    /// The policy its ops are applied under (issue 5's authorized apply plugs in here).
+    type Policy: Policy + Send + 'static;
     /// Why a document could not be opened.
     type Error: std::error::Error + Send + 'static;
     /// Opens (creating if needed) the document.
-    fn open(&self, doc: &DocName) -> Result<Tree<Self::Store>, Self::Error>;
+    fn open(&self, doc: &DocName) -> Result<Tree<Self::Store, Self::Policy>, Self::Error>;
     /// The last client left: the tree is handed back (dropped by default).
-    fn release(&self, doc: &DocName, tree: Tree<Self::Store>) {
+    fn release(&self, doc: &DocName, tree: Tree<Self::Store, Self::Policy>) {
         let _ = (doc, tree);
     }
 }
@@ -73,6 +75,7 @@ pub enum OpenError {
 
 impl Documents for SqliteDocuments {
     type Store = SqliteStore;
+    type Policy = AllowAll;
     type Error = OpenError;
     fn open(&self, doc: &DocName) -> Result<Tree<SqliteStore>, OpenError> {
         std::fs::create_dir_all(&self.dir).map_err(|source| OpenError::Dir {
@@ -113,6 +116,7 @@ impl MemoryDocuments {
 
 impl Documents for MemoryDocuments {
     type Store = MemoryStore;
+    type Policy = AllowAll;
     type Error = std::convert::Infallible;
     fn open(&self, doc: &DocName) -> Result<Tree<MemoryStore>, Self::Error> {
         let taken = self.docs.lock().expect("poisoned").remove(doc);

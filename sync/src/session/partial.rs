@@ -258,6 +258,8 @@ impl PartialSession {
                 max_lamport,
             } if in_delta => {
                 if let Some(h) = self.held.take() {
+                    self.phase = Phase::Applying;
+                    self.progress(&mut out);
                     if let Some(p) = h.path {
                         replica.set_path(p);
                     }
