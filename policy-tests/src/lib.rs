@@ -62,7 +62,7 @@
 //! let scenario = Scenario::parse(Path::new("example.toml"), text)?;
 //! let result = run(&scenario);
 //! assert!(result.passed(), "{result}");
-//! assert_eq!(result.to_string(), "ok    example (4 replicas agree)");
+//! assert_eq!(result.to_string(), "ok    example (6 replicas agree)");
 //!
 //! // A wrong expectation is reported, with what actually happened.
 //! let wrong = Scenario::parse(Path::new("wrong.toml"), &text.replace("deny:MatchError", "allow"))?;

@@ -528,7 +528,8 @@ fn deliver<S: Store>(s: &Scenario, m: &Minted, store: S, order: &[Item]) -> Resu
 
 /// The delivery orders a scenario is run in: the total order (revocations first, then the ops
 /// by `(lamport, replica)`: nothing is ever redone, so every reported reason is final), listing
-/// order (ops, then revocations), the reverse, and every order the file gives.
+/// order (ops, then revocations), the reverse, every order the file gives, and
+/// [`shuffles`] reproducible shuffles of the listing order.
 const TOTAL: &str = "total order";
 
 fn orders(s: &Scenario, m: &Minted) -> Vec<(String, Vec<Item>)> {
@@ -553,7 +554,30 @@ fn orders(s: &Scenario, m: &Minted) -> Vec<(String, Vec<Item>)> {
     for (i, d) in s.deliveries.iter().enumerate() {
         out.push((format!("delivery[{i}]"), d.clone()));
     }
+    for k in 0..shuffles() {
+        let seed = digest("shuffle", &format!("{}/{k}", s.name));
+        let mut state = u64::from_le_bytes(seed[..8].try_into().expect("8 bytes"));
+        let mut order = out[1].1.clone();
+        // Fisher-Yates with splitmix64: reproducible from the case name and k.
+        for i in (1..order.len()).rev() {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            order.swap(i, (z % (i as u64 + 1)) as usize);
+        }
+        out.push((format!("shuffle {k}"), order));
+    }
     out
+}
+
+/// How many shuffled delivery orders each case also runs: `POLICY_TESTS_SHUFFLES`, default 2.
+fn shuffles() -> usize {
+    std::env::var("POLICY_TESTS_SHUFFLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2)
 }
 
 fn expect_matches(e: &OpExpect, f: &Fate) -> bool {
@@ -749,4 +773,56 @@ pub fn run_files(
     }
     writeln!(out, "{sum}")?;
     Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fin() -> Final {
+        Final {
+            tree: "docs\n".into(),
+            trash: String::new(),
+            payloads: vec![None],
+            fates: vec![
+                Fate::Allow,
+                Fate::Deny(Some("Revoked".into())),
+                Fate::Deny(None),
+            ],
+            reads: vec![vec!["docs".into()]],
+        }
+    }
+
+    #[test]
+    fn divergence_is_detected() {
+        let a = fin();
+        assert!(same(&a, &a));
+        // a reason one replica could not report is not a difference
+        let mut b = fin();
+        b.fates[1] = Fate::Deny(None);
+        b.fates[2] = Fate::Deny(Some("MatchError".into()));
+        assert!(same(&a, &b));
+        let changes: [fn(&mut Final); 6] = [
+            |f| f.tree.push_str("  x\n"),
+            |f| f.trash.push_str("x\n"),
+            |f| f.payloads[0] = Some("p".into()),
+            |f| f.fates[0] = Fate::Pending,
+            |f| f.fates[1] = Fate::Deny(Some("Expired".into())),
+            |f| f.reads[0].clear(),
+        ];
+        for change in changes {
+            let mut b = fin();
+            change(&mut b);
+            assert!(!same(&a, &b), "{b:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        assert_eq!(node_id("docs"), node_id("docs"));
+        assert_ne!(node_id("docs"), node_id("doc"));
+        assert!(!node_id("docs").is_reserved());
+        assert_eq!(principal_key("alice").did(), principal_key("alice").did());
+        assert_ne!(principal_key("alice").did(), principal_key("bob").did());
+    }
 }
