@@ -717,3 +717,86 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(b: u8) -> NodeId {
+        NodeId::from_bytes([b; 16])
+    }
+
+    #[test]
+    fn local_ops_number_place_and_check() {
+        let x = n(1);
+        let mut p = PartialReplica::new(x, ReplicaId::from_bytes([9; 32]));
+        let a = p.create(n(2), x, Place::Last, None).unwrap();
+        let b = p
+            .create(n(3), x, Place::First, Some(b"b".to_vec()))
+            .unwrap();
+        let c = p.create(n(4), x, Place::After(n(3)), None).unwrap();
+        p.create(n(5), x, Place::Before(n(3)), None).unwrap();
+        assert_eq!(p.children(x), vec![n(5), n(3), n(4), n(2)]);
+        assert_eq!((a.id().seq(), b.id().seq(), c.id().seq()), (1, 2, 3));
+        assert!(a.lamport() < b.lamport() && b.lamport() < c.lamport());
+        assert_eq!(
+            p.create(n(2), x, Place::Last, None),
+            Err(PartialError::NodeExists { node: n(2) })
+        );
+        assert_eq!(
+            p.create(n(6), n(77), Place::Last, None),
+            Err(PartialError::NotInScope { node: n(77) })
+        );
+        assert_eq!(
+            p.create(n(6), x, Place::After(n(77)), None),
+            Err(PartialError::SiblingNotUnder {
+                sibling: n(77),
+                parent: x
+            })
+        );
+        p.move_node(n(3), n(2), Place::Last).unwrap();
+        assert_eq!(
+            p.move_node(n(2), n(3), Place::Last),
+            Err(PartialError::Cycle {
+                node: n(2),
+                parent: n(3)
+            })
+        );
+        assert_eq!(
+            p.set_payload(n(3), vec![0; MAX_PAYLOAD_LEN + 1]),
+            Err(PartialError::PayloadTooLarge {
+                len: MAX_PAYLOAD_LEN + 1
+            })
+        );
+        let d = p.delete(n(2)).unwrap();
+        assert!(!p.contains(n(2)) && !p.contains(n(3)));
+        match d.kind() {
+            OpKind::Delete { seen, .. } => assert_eq!(seen.get(&p.replica()), 5),
+            k => panic!("{k:?}"),
+        }
+        assert_eq!(p.unacked().len(), 6);
+        p.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn snapshot_round_trips_and_rejects_garbage() {
+        let x = n(1);
+        let mut p = PartialReplica::new(x, ReplicaId::from_bytes([9; 32]));
+        p.create(n(2), x, Place::Last, Some(b"hello".to_vec()))
+            .unwrap();
+        let bytes = p.encode();
+        let back = PartialReplica::decode(&bytes).unwrap();
+        assert_eq!(back.records(), p.records());
+        assert_eq!(back.unacked(), p.unacked());
+        assert!(matches!(
+            PartialReplica::decode(b"not a snapshot"),
+            Err(SnapshotError::Magic)
+        ));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(PartialReplica::decode(&longer).is_err());
+        for cut in 0..bytes.len() {
+            assert!(PartialReplica::decode(&bytes[..cut]).is_err());
+        }
+    }
+}
