@@ -28,6 +28,37 @@
 //! assert_eq!(a.store().frontier()?, b.store().frontier()?);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! A partial replica of one subtree, served through a read filter that covers only that subtree,
+//! then a local write pushed back:
+//!
+//! ```
+//! use canopy_sync::{memory, Options, PartialReplica, PartialSession, Session, SubtreeScope};
+//! use canopy_tree::{MemoryStore, NodeId, Place, ReplicaId, Tree};
+//!
+//! let mut server = Tree::new(MemoryStore::new(), ReplicaId::from_bytes([1; 32]));
+//! let shared = server.create(NodeId::ROOT, Place::Last, Some(b"shared".to_vec()))?.node();
+//! let private = server.create(NodeId::ROOT, Place::Last, Some(b"private".to_vec()))?.node();
+//! let item = server.create(shared, Place::Last, Some(b"item".to_vec()))?.node();
+//!
+//! let mut phone = PartialReplica::new(shared, ReplicaId::from_bytes([2; 32]));
+//! let sync = |phone: &mut PartialReplica, server: &mut Tree<MemoryStore>| {
+//!     let mut p = memory::PartialPeer::new(phone, PartialSession::new(Options::default()));
+//!     let filter = SubtreeScope::new(shared); // issue 5: built from the phone's capability
+//!     let mut s = memory::FullPeer::new(server, Session::new(filter, Options::default()));
+//!     memory::pump(&mut p, &mut s, None)
+//! };
+//! sync(&mut phone, &mut server)?;
+//! assert_eq!(phone.children(shared), vec![item]);
+//! assert!(!phone.contains(private));
+//!
+//! let note = NodeId::from_bytes([7; 16]);
+//! phone.create(note, item, Place::Last, Some(b"from the phone".to_vec()))?;
+//! sync(&mut phone, &mut server)?;
+//! assert_eq!(server.parent(note)?, Some(item));
+//! assert!(phone.unacked().is_empty());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #[cfg(feature = "bench")]
 pub mod bench;
