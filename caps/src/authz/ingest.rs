@@ -141,7 +141,6 @@ pub struct Authz<S: Store> {
     tree: Tree<S, AuthzPolicy>,
     held: HashMap<Missing, Vec<Op>>,
     held_ids: HashMap<OpId, Missing>,
-    keys: HashMap<[u8; 32], Option<ed25519_zebra::VerificationKeyBytes>>,
 }
 
 impl<S: Store> Authz<S> {
@@ -151,7 +150,6 @@ impl<S: Store> Authz<S> {
             tree: Tree::with_policy(store, replica, AuthzPolicy::new(AuthzState::new(document))),
             held: HashMap::new(),
             held_ids: HashMap::new(),
-            keys: HashMap::new(),
         }
     }
 
@@ -223,7 +221,8 @@ impl<S: Store> Authz<S> {
             .authorize(reader, chain, ability, node, &ancestors, time, None))
     }
 
-    /// Ingests encoded entries (ops, delegations, chains, revocations) in one batch.
+    /// Ingests encoded entries (ops, delegations, chains, revocations) in one batch:
+    /// [`Verified::check`] then [`Authz::ingest_verified`].
     ///
     /// Each item is accepted or rejected on its own (typed [`IngestError`]); a rejected item
     /// changes nothing and the rest of the batch goes on. Proof entries are registered first,
@@ -235,36 +234,35 @@ impl<S: Store> Authz<S> {
         I: IntoIterator<Item = B>,
         B: AsRef<[u8]>,
     {
-        let entries: Vec<Result<Entry, IngestError>> = items
-            .into_iter()
-            .map(|b| Entry::decode(b.as_ref()).map_err(IngestError::from))
-            .collect();
-        self.ingest_entries(entries)
+        let verified = Verified::check(self.state().document().id(), items);
+        self.ingest_verified(verified)
     }
 
-    /// [`Authz::ingest`] for entries decoded already.
-    pub fn ingest_entries(
+    /// The second half of [`Authz::ingest`], for a batch whose signatures were checked by
+    /// [`Verified::check`] (possibly on another thread, while this replica applied the previous
+    /// batch).
+    pub fn ingest_verified(
         &mut self,
-        entries: Vec<Result<Entry, IngestError>>,
+        verified: Verified,
     ) -> Result<IngestReport, ApplyError<S::Error>> {
         let doc = self.state().document().id();
+        let Verified {
+            doc: checked_for,
+            entries,
+        } = verified;
         let mut items: Vec<Option<Result<Accepted, IngestError>>> = vec![None; entries.len()];
         let mut ops: Vec<(usize, Op)> = Vec::new();
         let mut new_proofs: Vec<Missing> = Vec::new();
         let mut revoked: Vec<Cid> = Vec::new();
 
-        // 1. Proofs first; ops that pass the cheap checks are collected.
+        // 1. Proofs first; signature-checked ops are collected.
         for (i, e) in entries.into_iter().enumerate() {
             let r = match e {
                 Err(err) => Err(err),
                 Ok(Entry::Delegation(d)) => {
-                    if d.signature_valid() {
-                        let cid = self.state_mut().add_delegation(d.to_bytes().to_vec());
-                        new_proofs.push(Missing::Delegation(cid));
-                        Ok(Accepted::Delegation { cid })
-                    } else {
-                        Err(IngestError::BadDelegation { cid: d.cid() })
-                    }
+                    let cid = self.state_mut().add_delegation(d.to_bytes().to_vec());
+                    new_proofs.push(Missing::Delegation(cid));
+                    Ok(Accepted::Delegation { cid })
                 }
                 Ok(Entry::Chain(cids)) => {
                     let chain = self.state_mut().add_chain(cids);
@@ -277,61 +275,58 @@ impl<S: Store> Authz<S> {
                     self.state_mut().add_revocation(r);
                     Ok(Accepted::Revocation { cid })
                 }
-                Ok(Entry::Op(op)) => match op.attestation() {
-                    None => Err(IngestError::Unsigned { id: op.id() }),
-                    Some(a) if a.doc() != doc.as_bytes() => Err(IngestError::WrongDocument {
-                        id: op.id(),
-                        expected: doc,
-                        got: DocumentId::from_bytes(*a.doc()),
-                    }),
-                    Some(_) => {
-                        ops.push((i, op));
-                        continue;
-                    }
-                },
+                Ok(Entry::Op(op)) if checked_for != doc => Err(IngestError::WrongDocument {
+                    id: op.id(),
+                    expected: doc,
+                    got: checked_for,
+                }),
+                Ok(Entry::Op(op)) => {
+                    ops.push((i, op));
+                    continue;
+                }
             };
             items[i] = Some(r);
         }
 
-        // 2. Signatures: one batch; on failure, each op alone (same rules, ZIP-215).
-        let verdicts = self.verify_signatures(&ops);
+        // 2. Held duplicates and equivocations (the tree checks the log, parked ops and the
+        //    batch itself), and unknown proofs.
         let mut to_apply: Vec<(Option<usize>, Op)> = Vec::with_capacity(ops.len());
-        for ((i, op), verdict) in ops.into_iter().zip(verdicts) {
-            if let Err(e) = verdict {
-                items[i] = Some(Err(e));
-                continue;
-            }
-            // 3. Equivocation against everything known, including this batch.
-            if let Some(first) = self.known_op(&op, &to_apply).map_err(ApplyError::Store)? {
-                if first != op {
-                    items[i] = Some(Err(IngestError::Equivocation(Box::new(Equivocation {
-                        first,
-                        second: op,
-                    }))));
-                    continue;
-                }
-                if self.held_ids.contains_key(&op.id()) {
-                    items[i] = Some(Ok(Accepted::Op {
+        for (i, op) in ops {
+            if let Some(first) = self.held_op(op.id()) {
+                items[i] = Some(if first == op {
+                    Ok(Accepted::Op {
                         id: op.id(),
                         outcome: Outcome::Duplicate,
-                    }));
-                    continue;
-                }
+                    })
+                } else {
+                    Err(equivocation(first, op))
+                });
+                continue;
             }
-            // 4. Unknown proofs: hold.
             let chain = ChainRef::from_bytes(*op.attestation().expect("checked").chain());
             if let Some(missing) = self.state().missing(&chain) {
-                items[i] = Some(Ok(Accepted::Held {
-                    id: op.id(),
-                    missing,
-                }));
-                self.hold(missing, op);
+                // Not applied, so the tree cannot see a conflict: look it up before holding.
+                let known = self.known_op(op.id()).map_err(ApplyError::Store)?;
+                items[i] = Some(match known {
+                    Some(first) if first != op => Err(equivocation(first, op)),
+                    Some(_) => Ok(Accepted::Op {
+                        id: op.id(),
+                        outcome: Outcome::Duplicate,
+                    }),
+                    None => {
+                        self.hold(missing, op.clone());
+                        Ok(Accepted::Held {
+                            id: op.id(),
+                            missing,
+                        })
+                    }
+                });
                 continue;
             }
             to_apply.push((Some(i), op));
         }
 
-        // 5. Held ops whose proofs arrived.
+        // 3. Held ops whose proofs arrived.
         for m in new_proofs {
             for op in self.held.remove(&m).unwrap_or_default() {
                 self.held_ids.remove(&op.id());
@@ -344,27 +339,42 @@ impl<S: Store> Authz<S> {
             }
         }
 
-        // 6. Authorized apply.
-        let slots: Vec<Option<usize>> = to_apply.iter().map(|(i, _)| *i).collect();
-        let report = self.tree.apply(to_apply.into_iter().map(|(_, op)| op))?;
+        // 4. Authorized apply.
+        let mut slots: Vec<Option<usize>> = Vec::with_capacity(to_apply.len());
+        let mut batch: Vec<Op> = Vec::with_capacity(to_apply.len());
+        for (slot, op) in to_apply {
+            slots.push(slot);
+            batch.push(op);
+        }
+        // `batch` is kept to report the evidence of an equivocation the tree rejects.
+        let report = self.tree.apply(batch.iter().cloned())?;
         let mut released = report.released;
-        for (slot, r) in slots.into_iter().zip(report.ops) {
-            match slot {
-                Some(i) => {
-                    items[i] = Some(match r.outcome {
-                        Outcome::Rejected(rejection) => Err(IngestError::Invalid {
+        for ((slot, r), op) in slots.into_iter().zip(report.ops).zip(batch) {
+            let result = match r.outcome {
+                Outcome::Rejected(Rejection::Equivocation) => {
+                    match self.known_op(op.id()).map_err(ApplyError::Store)? {
+                        Some(first) if first != op => Err(equivocation(first, op)),
+                        _ => Err(IngestError::Invalid {
                             id: r.id,
-                            rejection,
+                            rejection: Rejection::Equivocation,
                         }),
-                        outcome => Ok(Accepted::Op { id: r.id, outcome }),
-                    })
+                    }
                 }
-                None => released.push(r),
+                Outcome::Rejected(rejection) => Err(IngestError::Invalid {
+                    id: r.id,
+                    rejection,
+                }),
+                outcome => Ok(Accepted::Op { id: r.id, outcome }),
+            };
+            match (slot, result) {
+                (Some(i), result) => items[i] = Some(result),
+                (None, Ok(Accepted::Op { id, outcome })) => released.push(OpReport { id, outcome }),
+                (None, _) => {}
             }
         }
         let mut events = report.events;
 
-        // 7. Revocations: re-decide from the first logged op whose chain names a revoked one.
+        // 5. Revocations: re-decide from the first logged op whose chain names a revoked one.
         let from: Option<Lamport> = revoked
             .iter()
             .filter_map(|c| self.state().first_use(c))
@@ -386,20 +396,13 @@ impl<S: Store> Authz<S> {
         })
     }
 
-    fn hold(&mut self, missing: Missing, op: Op) {
-        self.held_ids.insert(op.id(), missing);
-        self.held.entry(missing).or_default().push(op);
+    fn held_op(&self, id: OpId) -> Option<Op> {
+        let m = self.held_ids.get(&id)?;
+        self.held[m].iter().find(|o| o.id() == id).cloned()
     }
 
-    /// The op with `op`'s id already known: logged, parked, held, or earlier in this batch.
-    fn known_op(&self, op: &Op, batch: &[(Option<usize>, Op)]) -> Result<Option<Op>, S::Error> {
-        let id = op.id();
-        if let Some(m) = self.held_ids.get(&id) {
-            return Ok(self.held[m].iter().find(|o| o.id() == id).cloned());
-        }
-        if let Some((_, o)) = batch.iter().rev().find(|(_, o)| o.id() == id) {
-            return Ok(Some(o.clone()));
-        }
+    /// The op with this id in the log or parked in the store.
+    fn known_op(&self, id: OpId) -> Result<Option<Op>, S::Error> {
         let store = self.tree.store();
         if let Some(e) = store.entry(id)? {
             return Ok(Some(e.op));
@@ -407,46 +410,97 @@ impl<S: Store> Authz<S> {
         store.pending_get(id)
     }
 
-    fn verify_signatures(&mut self, ops: &[(usize, Op)]) -> Vec<Result<(), IngestError>> {
-        let doc = self.state().document().id();
-        let mut out: Vec<Result<(), IngestError>> = Vec::with_capacity(ops.len());
-        let mut msgs: Vec<(
-            usize,
-            ed25519_zebra::VerificationKeyBytes,
-            ed25519_zebra::Signature,
-            Vec<u8>,
-        )> = Vec::with_capacity(ops.len());
-        for (k, (_, op)) in ops.iter().enumerate() {
-            let replica = *op.id().replica().as_bytes();
-            let key = *self
-                .keys
-                .entry(replica)
-                .or_insert_with(|| usable_key(&replica));
-            let Some(key) = key else {
-                out.push(Err(IngestError::BadReplicaKey { id: op.id() }));
-                continue;
+    fn hold(&mut self, missing: Missing, op: Op) {
+        self.held_ids.insert(op.id(), missing);
+        self.held.entry(missing).or_default().push(op);
+    }
+}
+
+fn equivocation(first: Op, second: Op) -> IngestError {
+    IngestError::Equivocation(Box::new(Equivocation { first, second }))
+}
+
+/// A batch of entries decoded and signature-checked for one document: the pure, `Send` first
+/// half of [`Authz::ingest`] (decode, document check, delegation signatures, op signatures in
+/// one ZIP-215 batch with a per-op fallback). Only [`Verified::check`] makes one.
+#[derive(Debug)]
+pub struct Verified {
+    doc: DocumentId,
+    entries: Vec<Result<Entry, IngestError>>,
+}
+
+impl Verified {
+    /// Decodes and checks `items` for document `doc`.
+    pub fn check<I, B>(doc: DocumentId, items: I) -> Verified
+    where
+        I: IntoIterator<Item = B>,
+        B: AsRef<[u8]>,
+    {
+        let mut entries: Vec<Result<Entry, IngestError>> = Vec::new();
+        let mut keys: HashMap<[u8; 32], Option<ed25519_zebra::VerificationKeyBytes>> =
+            HashMap::new();
+        // (entry index, key, signature, signed message)
+        let mut sigs = Vec::new();
+        for b in items {
+            let i = entries.len();
+            let e = match Entry::decode(b.as_ref()) {
+                Err(e) => Err(e.into()),
+                Ok(Entry::Delegation(d)) if !d.signature_valid() => {
+                    Err(IngestError::BadDelegation { cid: d.cid() })
+                }
+                Ok(Entry::Op(op)) => match op.attestation() {
+                    None => Err(IngestError::Unsigned { id: op.id() }),
+                    Some(a) if a.doc() != doc.as_bytes() => Err(IngestError::WrongDocument {
+                        id: op.id(),
+                        expected: doc,
+                        got: DocumentId::from_bytes(*a.doc()),
+                    }),
+                    Some(a) => {
+                        let replica = *op.id().replica().as_bytes();
+                        match *keys.entry(replica).or_insert_with(|| usable_key(&replica)) {
+                            None => Err(IngestError::BadReplicaKey { id: op.id() }),
+                            Some(key) => {
+                                let chain = ChainRef::from_bytes(*a.chain());
+                                let msg = super::signing_input(&doc, a.time(), &chain, &op);
+                                let sig = ed25519_zebra::Signature::from_bytes(a.signature());
+                                sigs.push((i, key, sig, msg));
+                                Ok(Entry::Op(op))
+                            }
+                        }
+                    }
+                },
+                Ok(e) => Ok(e),
             };
-            let a = op.attestation().expect("ops here are signed");
-            let msg = super::signing_input(&doc, a.time(), &ChainRef::from_bytes(*a.chain()), op);
-            let sig = ed25519_zebra::Signature::from_bytes(a.signature());
-            msgs.push((k, key, sig, msg));
-            out.push(Ok(()));
+            entries.push(e);
         }
         let mut batch = ed25519_zebra::batch::Verifier::new();
-        for (_, key, sig, msg) in &msgs {
+        for (_, key, sig, msg) in &sigs {
             batch.queue((*key, *sig, msg));
         }
         if batch.verify(rand_core::OsRng).is_err() {
-            for (k, key, sig, msg) in &msgs {
+            for (i, key, sig, msg) in &sigs {
                 let ok = ed25519_zebra::VerificationKey::try_from(*key)
                     .and_then(|vk| vk.verify(sig, msg))
                     .is_ok();
                 if !ok {
-                    out[*k] = Err(IngestError::BadSignature { id: ops[*k].1.id() });
+                    if let Ok(Entry::Op(op)) = &entries[*i] {
+                        let id = op.id();
+                        entries[*i] = Err(IngestError::BadSignature { id });
+                    }
                 }
             }
         }
-        out
+        Verified { doc, entries }
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
