@@ -6,6 +6,7 @@ use clap::Subcommand;
 
 mod seed;
 mod sqlite;
+mod sync;
 mod tree;
 
 /// Benchmark suites.
@@ -18,6 +19,9 @@ pub enum BenchCmd {
     /// A 1M-node SQLite document: build time, file size, open + first children page in a fresh
     /// process (latency, peak RSS).
     Sqlite(sqlite::SqliteArgs),
+    /// Sync: in-sync check, differences, partial sync (in memory), cold partial sync and
+    /// concurrent pushes over loopback WebSocket.
+    Sync(sync::SyncArgs),
 }
 
 /// Runs a benchmark suite.
@@ -26,6 +30,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<()> {
         BenchCmd::Seed(args) => seed::run(args),
         BenchCmd::Tree(args) => tree::run(args),
         BenchCmd::Sqlite(args) => sqlite::run(args),
+        BenchCmd::Sync(args) => sync::run(args),
     }
 }
 

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod caps_cmd;
+mod net_cmd;
 mod policy_cmd;
 
 /// Canopy: a local-first sync engine for large trees with capability-based access control.
@@ -16,6 +17,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a sync server: many documents (one SQLite file each in the data directory), many
+    /// clients, live fan-out.
+    Serve(net_cmd::ServeArgs),
+    /// Sync a local replica (full, or of one subtree) with a server.
+    Sync(net_cmd::SyncArgs),
     /// Run benchmarks and print their figures.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -39,6 +45,8 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => net_cmd::serve(args),
+        Command::Sync(args) => net_cmd::sync(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Key(cmd) => caps_cmd::key(cmd),
         Command::Token(cmd) => caps_cmd::token(cmd),

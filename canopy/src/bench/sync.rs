@@ -1,0 +1,377 @@
+//! `canopy bench sync`: the sync figures of issue 6.
+//!
+//! * In memory (the sync crate's benchmarks, `canopy_sync::bench`): in-sync check, 1,000 and 1%
+//!   differences, cold/warm partial sync, at each `--sizes` document size; and a cold partial
+//!   sync from a SQLite file in process.
+//! * Over loopback WebSocket: a cold partial sync of a 10k-node subtree X from a 1M-node document
+//!   served by `canopy_sync::net::serve` from a SQLite file; and `--clients` concurrent live
+//!   clients each pushing `--ops` ops to one server until every client holds every op.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use canopy_sync::memory::{FullPeer, PartialPeer};
+use canopy_sync::net::{
+    self, Admit, AdmitError, DocName, Documents, Flow, MemoryDocuments, ServerConfig,
+    SqliteDocuments,
+};
+use canopy_sync::{
+    frontier_count, AllowAll, Event, PartialReplica, PartialSession, Phase, Session, SubtreeScope,
+};
+use canopy_tree::{MemoryStore, NodeId, OpId, Place, ReplicaId, SqliteStore, Store, Tree};
+use clap::Args;
+
+use super::sqlite::TempDir;
+use super::{median, Rng};
+
+/// `canopy bench sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Print one JSON object per figure.
+    #[arg(long)]
+    json: bool,
+    /// Document sizes (ops) of the in-memory figures.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    sizes: Vec<usize>,
+    /// Nodes in the document of the WebSocket partial sync.
+    #[arg(long, default_value_t = 1_000_000)]
+    doc_nodes: usize,
+    /// Nodes in the subtree X it syncs.
+    #[arg(long, default_value_t = 10_000)]
+    subtree_nodes: usize,
+    /// Concurrent clients of the push figure.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Ops each client pushes.
+    #[arg(long, default_value_t = 1_000)]
+    ops: usize,
+    /// Ops a client makes at a time (each time it hears from the others).
+    #[arg(long, default_value_t = 10)]
+    chunk: usize,
+    /// The push figure's server store: `sqlite` (a file, as `canopy serve`) or `memory`.
+    #[arg(long, default_value = "sqlite")]
+    push_store: String,
+    /// Runs of the WebSocket partial sync (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Skip the in-memory figures (WebSocket figures only).
+    #[arg(long)]
+    net_only: bool,
+}
+
+fn rep(i: u64) -> ReplicaId {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&i.to_be_bytes());
+    b[31] = 0x5c;
+    ReplicaId::from_bytes(b)
+}
+
+fn print(json: bool, v: serde_json::Value) {
+    if json {
+        println!("{v}");
+    } else {
+        let obj = v.as_object().expect("figures are objects");
+        let line: Vec<String> = obj.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("{}", line.join(" "));
+    }
+}
+
+/// Runs the sync figures.
+pub fn run(args: SyncArgs) -> anyhow::Result<()> {
+    ensure!(args.runs >= 1, "--runs must be at least 1");
+    ensure!(
+        args.subtree_nodes >= 1 && args.subtree_nodes < args.doc_nodes,
+        "--subtree-nodes must be below --doc-nodes"
+    );
+    if !args.net_only {
+        for &n in &args.sizes {
+            let x = 10_000.min(n / 2);
+            canopy_sync::bench::run(n, x, |f| {
+                if args.json {
+                    println!("{}", f.to_json());
+                } else {
+                    println!("{f:?}");
+                }
+            })
+            .map_err(|e| anyhow::anyhow!("in-memory sync benchmark: {e}"))?;
+        }
+        let n = args.sizes.iter().copied().max().unwrap_or(1_000_000);
+        canopy_sync::bench::run_sqlite_partial(n, 10_000.min(n / 2), |f| {
+            if args.json {
+                println!("{}", f.to_json());
+            } else {
+                println!("{f:?}");
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("SQLite partial sync benchmark: {e}"))?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let v = rt.block_on(ws_partial(&args))?;
+    print(args.json, v);
+    let v = rt.block_on(ws_push(&args))?;
+    print(args.json, v);
+    Ok(())
+}
+
+/// Admits every client to read subtree(X) only (structure and payloads): the read filter a
+/// `/tree/read` + `/tree/read/payload` grant on X gives.
+struct ScopeAdmit(NodeId);
+
+impl Admit for ScopeAdmit {
+    type Filter = SubtreeScope;
+    fn admit(&self, _: &DocName, _: Option<&str>) -> Result<SubtreeScope, AdmitError> {
+        Ok(SubtreeScope::new(self.0))
+    }
+}
+
+/// A document of `n` creates by one replica (16-byte payloads): X under ROOT with `x_size`
+/// nodes under it, the rest elsewhere; random parents, mostly shallow and wide.
+fn build(n: usize, x_size: usize) -> anyhow::Result<(Tree<MemoryStore>, NodeId)> {
+    let mut rng = Rng(0x6e65_7473_796e_6331);
+    let mut t = Tree::new(MemoryStore::new(), rep(1));
+    let x = t
+        .create(NodeId::ROOT, Place::Last, Some(vec![1; 16]))?
+        .node();
+    let mut inside = vec![x];
+    let mut outside = vec![NodeId::ROOT];
+    for i in 1..n {
+        let in_x = i < x_size;
+        let pool = if in_x { &inside } else { &outside };
+        let parent = if rng.below(4) == 0 {
+            pool[pool.len() - 1]
+        } else {
+            pool[pool.len() - 1 - rng.below(pool.len().min(64 + pool.len() / 8))]
+        };
+        let node = t
+            .create(
+                parent,
+                Place::Last,
+                Some((i as u64).to_le_bytes().repeat(2)),
+            )?
+            .node();
+        if in_x {
+            inside.push(node);
+        } else {
+            outside.push(node);
+        }
+    }
+    Ok((t, x))
+}
+
+/// Copies a one-replica document into a SQLite file, 50k ops per transaction.
+fn to_sqlite(t: &Tree<MemoryStore>, path: &std::path::Path) -> anyhow::Result<()> {
+    let mut s = Tree::new(SqliteStore::open(path)?, rep(2));
+    let n = t.store().log_len()?;
+    let mut seq = 1u64;
+    while seq <= n {
+        let end = (seq + 50_000).min(n + 1);
+        let mut ops = Vec::with_capacity((end - seq) as usize);
+        for q in seq..end {
+            let e = t
+                .store()
+                .entry(OpId::new(rep(1), q))?
+                .context("the log has a gap")?;
+            ops.push(e.op);
+        }
+        s.apply(ops)?;
+        seq = end;
+    }
+    Ok(())
+}
+
+async fn ws_partial(args: &SyncArgs) -> anyhow::Result<serde_json::Value> {
+    let t0 = Instant::now();
+    let (t, x) = build(args.doc_nodes, args.subtree_nodes)?;
+    let want = t.subtree(x).count();
+    let tmp = TempDir::new("sync-ws")?;
+    let docs = SqliteDocuments::new(tmp.path(), rep(3));
+    let doc: DocName = "big".parse()?;
+    to_sqlite(&t, &docs.path(&doc))?;
+    drop(t);
+    let build_s = t0.elapsed().as_secs_f64();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("ws://{}/{doc}", listener.local_addr()?);
+    tokio::spawn(net::serve(
+        listener,
+        docs,
+        ScopeAdmit(x),
+        ServerConfig::default(),
+    ));
+
+    // the document stays open on the server (as on a busy one): a live partial client holds it
+    let held_url = url.clone();
+    let holder = tokio::spawn(async move {
+        let mut p = PartialReplica::new(x, rep(4));
+        let mut peer = PartialPeer::new(&mut p, PartialSession::new(net::transport_options(true)));
+        let _ = net::sync(held_url.as_str(), &mut peer, |_, _| Flow::Continue).await;
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut ms = Vec::new();
+    let mut first_view = Vec::new();
+    let mut last = None;
+    for i in 0..args.runs {
+        let mut p = PartialReplica::new(x, rep(10 + i as u64));
+        let mut fv = None;
+        let start = Instant::now();
+        let report = {
+            let mut peer =
+                PartialPeer::new(&mut p, PartialSession::new(net::transport_options(false)));
+            net::sync(url.as_str(), &mut peer, |_, ev| {
+                if matches!(ev, Event::FirstViewReady) && fv.is_none() {
+                    fv = Some(start.elapsed().as_secs_f64() * 1e3);
+                }
+                Flow::Continue
+            })
+            .await?
+        };
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+        first_view.push(fv.unwrap_or(f64::NAN));
+        ensure!(report.finished, "the partial sync did not finish");
+        ensure!(
+            p.len() == want,
+            "the partial replica holds {} nodes, subtree(X) has {want}",
+            p.len()
+        );
+        last = Some((report, p.len()));
+    }
+    holder.abort();
+    let (report, nodes) = last.context("no run")?;
+    Ok(serde_json::json!({
+        "scenario": "ws_cold_partial",
+        "transport": "websocket loopback",
+        "server_store": "sqlite file (WAL)",
+        "read_filter": "SubtreeScope(X) (structural; no capability chain verified)",
+        "doc_nodes": args.doc_nodes,
+        "nodes": nodes,
+        "runs": args.runs,
+        "ms_median": median(&mut ms),
+        "ms_min": ms.iter().copied().fold(f64::INFINITY, f64::min),
+        "first_view_ms_median": median(&mut first_view),
+        "bytes_received": report.bytes_received,
+        "bytes_sent": report.bytes_sent,
+        "frames": report.frames_received + report.frames_sent,
+        "build_s": build_s,
+    }))
+}
+
+async fn ws_push(args: &SyncArgs) -> anyhow::Result<serde_json::Value> {
+    let tmp = TempDir::new("sync-push")?;
+    let (url, server_file) = match args.push_store.as_str() {
+        "sqlite" => {
+            let docs = SqliteDocuments::new(tmp.path(), rep(3));
+            let file = docs.path(&"push".parse()?);
+            (spawn_server(docs).await?, Some(file))
+        }
+        "memory" => (spawn_server(MemoryDocuments::new(rep(3))).await?, None),
+        other => bail!("--push-store is sqlite or memory, not {other}"),
+    };
+    let url = format!("{url}/push");
+    let total = (args.clients * args.ops) as u64;
+    let others = total - args.ops as u64;
+    let ready = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
+    let mut tasks = Vec::new();
+    for c in 0..args.clients {
+        let url = url.clone();
+        let ready = ready.clone();
+        let (ops, chunk) = (args.ops, args.chunk.max(1));
+        tasks.push(tokio::spawn(async move {
+            let mut t = Tree::new(MemoryStore::new(), rep(100 + c as u64));
+            ready.wait().await;
+            let mut made = 0usize;
+            let mut error = None;
+            let report = {
+                let mut peer = FullPeer::new(
+                    &mut t,
+                    Session::new(AllowAll, net::transport_options(true)),
+                );
+                net::sync(url.as_str(), &mut peer, |p, ev| {
+                    let tree = p.tree();
+                    let held = tree.store().log_len().unwrap_or(0);
+                    let heard = matches!(ev, Event::Changed(_))
+                        || matches!(ev, Event::Progress(pr) if pr.phase == Phase::Live && made == 0);
+                    if heard && made < ops {
+                        // all the others are done: make the rest at once
+                        let n = if held - made as u64 >= others { ops - made } else { chunk.min(ops - made) };
+                        for _ in 0..n {
+                            if let Err(e) = tree.create(NodeId::ROOT, Place::Last, Some(vec![7; 8])) {
+                                error = Some(e.to_string());
+                                return Flow::Stop;
+                            }
+                        }
+                        made += n;
+                    }
+                    if tree.store().log_len().unwrap_or(0) == total {
+                        Flow::Stop
+                    } else {
+                        Flow::Continue
+                    }
+                })
+                .await
+            };
+            (t, made, report.map_err(|e| e.to_string()), error)
+        }));
+    }
+    ready.wait().await;
+    let start = Instant::now();
+    let mut lost = 0u64;
+    let mut bytes = 0u64;
+    let mut frontiers = Vec::new();
+    for task in tasks {
+        let (t, made, report, error) = tokio::time::timeout(Duration::from_secs(1200), task)
+            .await
+            .context("a client did not get every op within 20 minutes")??;
+        if let Some(e) = error {
+            bail!("a client's local op failed: {e}");
+        }
+        let report = report.map_err(|e| anyhow::anyhow!("a client's sync failed: {e}"))?;
+        ensure!(made == args.ops, "a client made {made} ops");
+        bytes += report.bytes_received + report.bytes_sent;
+        let f = t.store().frontier()?;
+        lost += total - frontier_count(&f).min(total);
+        frontiers.push(f);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    ensure!(
+        frontiers.windows(2).all(|w| w[0] == w[1]),
+        "clients hold different op sets"
+    );
+    let server_ops = match server_file {
+        Some(file) => {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Some(SqliteStore::open(file)?.log_len()?)
+        }
+        None => None,
+    };
+    Ok(serde_json::json!({
+        "scenario": "ws_push_concurrent",
+        "transport": "websocket loopback",
+        "server_store": args.push_store,
+        "clients": args.clients,
+        "ops_per_client": args.ops,
+        "chunk": args.chunk,
+        "ops_total": total,
+        "seconds": secs,
+        "ops_per_s_accepted": total as f64 / secs,
+        "op_deliveries_per_s": (total * args.clients as u64) as f64 / secs,
+        "lost": lost,
+        "server_ops": server_ops,
+        "client_bytes_total": bytes,
+    }))
+}
+
+async fn spawn_server<D: Documents>(docs: D) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("ws://{}", listener.local_addr()?);
+    tokio::spawn(net::serve(
+        listener,
+        docs,
+        net::OpenAccess,
+        ServerConfig::default(),
+    ));
+    Ok(base)
+}

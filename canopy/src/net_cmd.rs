@@ -1,0 +1,300 @@
+//! `canopy serve` (a sync server on SQLite) and `canopy sync` (sync a local replica with it).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use canopy_sync::memory::{FullPeer, PartialPeer};
+use canopy_sync::net::{self, DocName, Flow, OpenAccess, ServerConfig, SqliteDocuments};
+use canopy_sync::{AllowAll, Event, PartialReplica, PartialSession, Phase, Progress, Session};
+use canopy_tree::{NodeId, ReplicaId, SqliteStore, Store, Tree};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand_core::{OsRng, RngCore};
+
+/// `canopy serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Data directory (documents go in DATA/docs, one SQLite file each). Default:
+    /// $XDG_DATA_HOME/canopy, else ~/.local/share/canopy.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// `canopy sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The server, e.g. ws://127.0.0.1:7070
+    url: String,
+    /// The document's name on the server.
+    #[arg(long)]
+    doc: DocName,
+    /// Sync only the subtree under this node (32 hex digits): a partial replica.
+    #[arg(long)]
+    subtree: Option<NodeId>,
+    /// Stay connected after syncing and receive new ops until interrupted.
+    #[arg(long)]
+    live: bool,
+    /// The local replica: a SQLite file (full) or a snapshot file (partial). Default:
+    /// DATA/replicas/HOST_PORT/DOC.canopy, or DOC.SUBTREE.partial.
+    #[arg(long)]
+    replica: Option<PathBuf>,
+    /// Data directory for the default replica path.
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+/// The default data directory: `$XDG_DATA_HOME/canopy`, else `~/.local/share/canopy`.
+fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = given {
+        return Ok(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("canopy"));
+    }
+    let home =
+        std::env::var_os("HOME").context("neither XDG_DATA_HOME nor HOME is set: use --data")?;
+    Ok(PathBuf::from(home).join(".local/share/canopy"))
+}
+
+fn random_replica() -> ReplicaId {
+    let mut b = [0u8; 32];
+    OsRng.fill_bytes(&mut b);
+    ReplicaId::from_bytes(b)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs the server until interrupted.
+pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let dir = data_dir(args.data)?.join("docs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let docs = SqliteDocuments::new(&dir, random_replica());
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        println!(
+            "canopy serve: ws://{addr}/DOC (documents in {}; open access: every client may read and write every document)",
+            dir.display()
+        );
+        net::serve(listener, docs, OpenAccess, ServerConfig::default())
+            .await
+            .context("accepting connections")
+    })
+}
+
+/// A progress bar fed by the protocol's progress events.
+struct Bar {
+    bar: ProgressBar,
+    first_view: Option<Duration>,
+    start: Instant,
+    last: Option<Progress>,
+}
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {msg:12} [{bar:30}] {pos}/{len} items  {elapsed_precise}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self {
+            bar,
+            first_view: None,
+            start: Instant::now(),
+            last: None,
+        }
+    }
+
+    fn event(&mut self, ev: &Event) {
+        match ev {
+            Event::Progress(p) => {
+                let phase = match p.phase {
+                    Phase::Connecting => "connecting",
+                    Phase::Reconciling => "reconciling",
+                    Phase::Downloading => "downloading",
+                    Phase::Applying => "applying",
+                    Phase::Live => "live",
+                    _ => "done",
+                };
+                self.bar.set_message(phase);
+                if let Some(t) = p.total {
+                    self.bar.set_length(t);
+                }
+                self.bar.set_position(p.done);
+                self.last = Some(*p);
+            }
+            Event::FirstViewReady if self.first_view.is_none() => {
+                self.first_view = Some(self.start.elapsed());
+            }
+            Event::Refused { op, code } => {
+                self.bar
+                    .println(format!("the server refused op {op}: {code:?}"));
+            }
+            Event::Changed(c) if self.last.is_some_and(|p| p.phase == Phase::Live) => {
+                self.bar.println(format!("live: {} change(s)", c.len()));
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&self, report: &net::SyncReport) {
+        self.bar.finish_and_clear();
+        let (total, done) = self.last.map_or((None, 0), |p| (p.total, p.done));
+        println!(
+            "in sync: {done} of {} items received; {} frames / {} bytes sent, {} frames / {} bytes received; {:.0} ms{}",
+            total.map_or("?".to_string(), |t| t.to_string()),
+            report.frames_sent,
+            report.bytes_sent,
+            report.frames_received,
+            report.bytes_received,
+            self.start.elapsed().as_secs_f64() * 1e3,
+            self.first_view
+                .map(|d| format!(" (first view after {:.0} ms)", d.as_secs_f64() * 1e3))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn doc_url(base: &str, doc: &DocName) -> anyhow::Result<String> {
+    let base = base.trim_end_matches('/');
+    if !(base.starts_with("ws://") || base.starts_with("wss://")) {
+        bail!("the server URL must start with ws:// (got {base})");
+    }
+    Ok(format!("{base}/{doc}"))
+}
+
+/// A file name for the server part of the URL.
+fn host_dir(base: &str) -> String {
+    base.trim_start_matches("wss://")
+        .trim_start_matches("ws://")
+        .trim_end_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, then rename).
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("partial.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// Syncs the local replica, then exits (or stays live).
+pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
+    let url = doc_url(&args.url, &args.doc)?;
+    let path = match args.replica {
+        Some(p) => p,
+        None => {
+            let dir = data_dir(args.data)?
+                .join("replicas")
+                .join(host_dir(&args.url));
+            match args.subtree {
+                None => dir.join(format!("{}.canopy", args.doc)),
+                Some(x) => dir.join(format!("{}.{x}.partial", args.doc)),
+            }
+        }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let options = net::transport_options(args.live);
+    let rt = runtime()?;
+    let mut bar = Bar::new();
+    match args.subtree {
+        None => {
+            let store = SqliteStore::open(&path)
+                .with_context(|| format!("opening the replica {}", path.display()))?;
+            // this command makes no ops of its own: any replica id will do
+            let mut tree = Tree::new(store, random_replica());
+            let mut peer = FullPeer::new(&mut tree, Session::new(AllowAll, options));
+            let report = rt
+                .block_on(net::sync(url.as_str(), &mut peer, |_, ev| {
+                    bar.event(ev);
+                    Flow::Continue
+                }))
+                .with_context(|| format!("syncing with {url}"))?;
+            bar.finish(&report);
+            println!(
+                "replica {}: {} ops, {} nodes",
+                path.display(),
+                tree.store().log_len()?,
+                tree.node_count()?
+            );
+        }
+        Some(x) => {
+            let mut replica = match std::fs::read(&path) {
+                Ok(bytes) => {
+                    let r = PartialReplica::decode(&bytes)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    if r.scope() != x {
+                        bail!(
+                            "{} holds the subtree of {}, not {x}",
+                            path.display(),
+                            r.scope()
+                        );
+                    }
+                    r
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    PartialReplica::new(x, random_replica())
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            let mut saved = Instant::now();
+            let mut save_error = None;
+            let result = {
+                let mut peer = PartialPeer::new(&mut replica, PartialSession::new(options));
+                rt.block_on(net::sync(url.as_str(), &mut peer, |p, ev| {
+                    bar.event(ev);
+                    // live: persist the last checkpoint now and then
+                    if matches!(ev, Event::Progress(pr) if pr.phase == Phase::Live)
+                        && saved.elapsed() > Duration::from_secs(1)
+                    {
+                        saved = Instant::now();
+                        if let Err(e) = write_atomic(&path, &p.replica().encode()) {
+                            save_error = Some(e);
+                            return Flow::Stop;
+                        }
+                    }
+                    Flow::Continue
+                }))
+            };
+            // whatever was completed is kept, even if the connection failed
+            write_atomic(&path, &replica.encode())?;
+            if let Some(e) = save_error {
+                return Err(e);
+            }
+            let report = result.with_context(|| format!("syncing with {url}"))?;
+            bar.finish(&report);
+            println!(
+                "partial replica {}: {} nodes under {x}",
+                path.display(),
+                replica.len()
+            );
+        }
+    }
+    Ok(())
+}
