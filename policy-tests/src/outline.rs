@@ -128,6 +128,40 @@ impl Outline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn tree() -> impl Strategy<Value = Vec<OutlineNode>> {
+        let leaf = "[a-z0-9_.-]{1,6}".prop_map(|name| OutlineNode {
+            name,
+            children: Vec::new(),
+        });
+        let node = leaf.prop_recursive(4, 24, 4, |inner| {
+            ("[a-z0-9_.-]{1,6}", prop::collection::vec(inner, 0..4))
+                .prop_map(|(name, children)| OutlineNode { name, children })
+        });
+        prop::collection::vec(node, 0..4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
+        ))]
+
+        #[test]
+        fn render_parse_round_trip(roots in tree()) {
+            let o = Outline { roots };
+            let text = o.render();
+            prop_assert_eq!(Outline::parse(&text).unwrap(), o.clone());
+            prop_assert_eq!(o.preorder().len(), text.lines().count());
+        }
+
+        #[test]
+        fn parse_never_panics(text in "[ a-z#\t\n-]{0,60}") {
+            if let Ok(o) = Outline::parse(&text) {
+                prop_assert_eq!(Outline::parse(&o.render()).unwrap(), o);
+            }
+        }
+    }
 
     #[test]
     fn round_trip() {

@@ -1186,6 +1186,20 @@ private
             .starts_with("t/sample.toml: case sample: delegation[1].name:"));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+        ))]
+
+        /// Mangled scenario text gives a typed error or a scenario, never a panic.
+        #[test]
+        fn mangled_text_never_panics(cut in 0usize..2000, junk in "[\\[\\]=\"a-z0-9 \n]{0,12}") {
+            let cut = cut.min(GOOD.len()); // GOOD is ASCII: every index is a boundary
+            let text = format!("{}{junk}{}", &GOOD[..cut], &GOOD[cut..]);
+            let _ = parse(&text);
+        }
+    }
+
     #[test]
     fn delivery_orders_must_be_complete() {
         let (f, k) = kind(&format!("delivery = [[\"c1\", \"m1\"]]\n{GOOD}"));
