@@ -698,18 +698,29 @@ impl<S: Store, P: Policy> Engine<'_, S, P> {
             if self.is_within(prior.parent, trashed)? {
                 return Ok(());
             }
-            let back = Placement {
-                parent: prior.parent,
-                position: prior.position,
-                placed_by: op.id(),
+            // A node deleted again while already in TRASH goes back to where the earlier delete
+            // put it, still placed by that delete; the loop then asks whether that delete had
+            // seen `op` (and revives further if not).
+            let back = if prior.parent == NodeId::TRASH {
+                prior
+            } else {
+                Placement {
+                    parent: prior.parent,
+                    position: prior.position,
+                    placed_by: op.id(),
+                }
             };
             let current = Some(current);
             self.set_place(trashed, &current, Some(&back))?;
+            from = if back.parent == NodeId::TRASH {
+                trashed
+            } else {
+                back.parent
+            };
             undo.push(Undo::Placement {
                 node: trashed,
                 prior: current,
             });
-            from = back.parent;
         }
     }
 

@@ -287,3 +287,34 @@ fn s13_delete_of_an_unknown_node_is_a_noop() {
     assert!(r.events.is_empty());
     a.check_invariants().unwrap();
 }
+
+#[test]
+fn s14_revive_walks_back_through_a_repeated_delete() {
+    use canopy_tree::{Lamport, Op, OpId, OpKind};
+    let (mut a, mut b, n, c) = setup();
+    let alice = a.replica();
+    a.delete(c).unwrap();
+    // A non-conforming replica deletes `c` again while it is already in TRASH, having seen the
+    // first delete (honest local APIs refuse this; remote ops are not bound by them).
+    let again = Op::new(
+        OpId::new(alice, a.store().max_seq(alice).unwrap() + 1),
+        Lamport::new(a.store().max_lamport().unwrap().get() + 1),
+        OpKind::Delete {
+            node: c,
+            seen: a.store().frontier().unwrap(),
+        },
+    );
+    assert_eq!(a.apply([again]).unwrap().ops[0].outcome, Outcome::Applied);
+    // Bob, who saw neither delete, creates `x` under `c` after both in the order.
+    for _ in 0..3 {
+        tick(&mut b);
+    }
+    let x = b.create(c, Place::Last, None).unwrap().op;
+    merge(&mut a, &mut b, &[n, c, x.node()]);
+    for t in [&a, &b] {
+        // Revived through both deletes, back under `n`, placed by Bob's create.
+        let p = t.placement(c).unwrap().unwrap();
+        assert_eq!((p.parent, p.placed_by), (n, x.id()));
+        assert!(!t.is_deleted(x.node()).unwrap());
+    }
+}
