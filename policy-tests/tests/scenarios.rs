@@ -90,3 +90,22 @@ fn cli_exit_status_and_closing_line() {
     let usage = Command::new(bin).output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[test]
+fn spec_coverage_table_names_shipped_scenarios() {
+    let spec = std::fs::read_to_string(crate_dir().join("../spec/policy-tests.md")).unwrap();
+    let table = spec
+        .split("## Coverage of `spec/caps.md`")
+        .nth(1)
+        .expect("coverage section");
+    let mut named = 0;
+    for row in table.lines().filter(|l| l.starts_with("| §")) {
+        let cell = row.rsplit('|').nth(1).unwrap();
+        for name in cell.split(',').map(|n| n.trim().trim_matches('`')) {
+            let file = crate_dir().join(format!("scenarios/{name}.toml"));
+            assert!(file.is_file(), "spec names {name}, not a shipped scenario");
+            named += 1;
+        }
+    }
+    assert!(named >= 40, "{named}");
+}
