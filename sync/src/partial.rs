@@ -272,6 +272,48 @@ impl PartialReplica {
         self.tainted
     }
 
+    /// Checks that each of `nodes` that is held hangs under the scope root through held nodes
+    /// (O(nodes × depth)); the session calls it on a delta's records before adopting it.
+    pub(crate) fn reaches_scope(&self, nodes: &[NodeId]) -> bool {
+        nodes.iter().all(|n| {
+            if !self.nodes.contains_key(n) {
+                return true;
+            }
+            let mut up = *n;
+            let mut steps = 0usize;
+            while up != self.scope {
+                match self.nodes.get(&up) {
+                    Some(h) if steps <= self.nodes.len() => {
+                        up = h.parent;
+                        steps += 1;
+                    }
+                    _ => return false,
+                }
+            }
+            true
+        })
+    }
+
+    /// True if `parent` is the scope root or held (a reset stream sends parents first).
+    pub(crate) fn holds_parent(&self, parent: NodeId) -> bool {
+        self.is_parent_ok(parent)
+    }
+
+    /// True if some own op is not covered by `frontier`: its optimistic effect may have removed
+    /// nodes that a delta computed before the op still places things under.
+    pub(crate) fn has_unacked_beyond(&self, frontier: &VersionVector) -> bool {
+        self.own
+            .last()
+            .is_some_and(|op| op.id().seq() > frontier.get(&self.replica))
+    }
+
+    /// After a delta that does not hang together (a faulty or malicious responder): drops what
+    /// does not reach the scope root and asks for a full snapshot at the next sync.
+    pub(crate) fn quarantine(&mut self) {
+        self.prune_unreachable();
+        self.tainted = true;
+    }
+
     /// Drops held nodes that no longer hang under the scope root.
     fn prune_unreachable(&mut self) {
         let mut keep: rustc_hash::FxHashSet<NodeId> = rustc_hash::FxHashSet::default();

@@ -112,6 +112,11 @@ pub enum SyncError<E: std::error::Error + 'static> {
     /// The local store failed.
     #[error("store: {0}")]
     Store(#[source] E),
+    /// A partial delta did not hang together (records whose parents are neither held nor sent):
+    /// it was not adopted; what does not reach the scope root was dropped and the next sync asks
+    /// for a full snapshot.
+    #[error("inconsistent delta from the responder")]
+    InconsistentDelta,
     /// The session is closed.
     #[error("session closed")]
     Closed,

@@ -471,6 +471,49 @@ proptest! {
         prop_assert_eq!(p.records(), restricted(&b, x, true));
     }
 
+    /// Any sequence of well-formed but arbitrary messages (crafted peers) never panics a full
+    /// or partial session, never corrupts the tree, and ends in a typed error or a normal state.
+    #[test]
+    fn crafted_message_sequences_never_panic(
+        msgs in proptest::collection::vec(message(), 1..12),
+        scoped in any::<bool>(),
+    ) {
+        let mut t = Tree::new(MemoryStore::new(), rep(1));
+        let x = t.create(NodeId::ROOT, Place::Last, None).unwrap().node();
+        t.create(x, Place::Last, Some(b"p".to_vec())).unwrap();
+        let hello = Message::Hello {
+            mode: Mode::Partial { scope: x, since: VersionVector::new() },
+            digest: [0; 32],
+            count: 0,
+            live: true,
+        };
+        let mut full_s = Session::new(AllowAll, opts(true));
+        let mut scoped_s = Session::new(SubtreeScope::new(x), opts(true));
+        let mut p = PartialReplica::new(x, rep(9));
+        let mut ps = PartialSession::new(opts(true));
+        let _ = ps.start(&mut p);
+        let server_hello = Message::Hello { mode: Mode::Full, digest: [0; 32], count: 0, live: true };
+        let _ = ps.receive(&mut p, &server_hello.encode());
+        for m in std::iter::once(hello).chain(msgs.iter().cloned()) {
+            let bytes = m.encode();
+            let out = if scoped {
+                scoped_s.receive(&mut t, &bytes)
+            } else {
+                full_s.receive(&mut t, &bytes)
+            };
+            for sent in &out.send {
+                prop_assert!(Message::decode(sent).is_ok());
+            }
+            let _ = if scoped { scoped_s.poll(&t) } else { full_s.poll(&t) };
+        }
+        for m in &msgs {
+            let _ = ps.receive(&mut p, &m.encode());
+            let _ = ps.poll(&p);
+        }
+        t.check_invariants().map_err(|e| TestCaseError::fail(e.to_string()))?;
+        p.check_invariants().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    }
+
     /// Random bytes never panic the decoder, and decoding then re-encoding is the identity.
     #[test]
     fn random_bytes_decode_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {

@@ -33,6 +33,10 @@ pub struct PartialSession {
     pushed: u64,
     closed: bool,
     held: Option<Held>,
+    /// A delta has started (Path received) and not yet ended (Checkpoint).
+    in_delta: bool,
+    /// Nodes of the records applied in the current reset stream (checked at its checkpoint).
+    streamed: Vec<canopy_tree::NodeId>,
 }
 
 impl fmt::Debug for PartialSession {
@@ -62,6 +66,8 @@ impl PartialSession {
             pushed: 0,
             closed: false,
             held: None,
+            in_delta: false,
+            streamed: Vec::new(),
         }
     }
 
@@ -196,10 +202,11 @@ impl PartialSession {
                 return out;
             }
         };
-        let in_delta = matches!(
+        let in_session = matches!(
             self.phase,
             Phase::Reconciling | Phase::Downloading | Phase::Live
         );
+        let in_delta = in_session && self.in_delta;
         match msg {
             Message::Hello {
                 mode: Mode::Full,
@@ -214,7 +221,9 @@ impl PartialSession {
                 entries,
                 total,
                 reset,
-            } if in_delta => {
+            } if in_session => {
+                self.in_delta = true;
+                self.streamed.clear();
                 if reset {
                     replica.start_cold();
                     replica.set_path(entries);
@@ -245,7 +254,23 @@ impl PartialSession {
                 self.done += records.len() as u64;
                 match self.held.as_mut() {
                     Some(h) => h.records.extend(records),
-                    None => records.into_iter().for_each(|r| replica.apply_record(r)),
+                    None => {
+                        // a reset stream sends parents before children: anything else is a
+                        // faulty responder, and nothing of it is kept
+                        for r in records {
+                            if !replica.holds_parent(r.parent) {
+                                replica.quarantine();
+                                self.fail(
+                                    &mut out,
+                                    SyncError::InconsistentDelta,
+                                    Some(ErrorCode::Unexpected),
+                                );
+                                return out;
+                            }
+                            self.streamed.push(r.node);
+                            replica.apply_record(r);
+                        }
+                    }
                 }
                 if first_view && !self.first_view {
                     self.first_view = true;
@@ -256,7 +281,9 @@ impl PartialSession {
             Message::Checkpoint {
                 frontier,
                 max_lamport,
-            } if in_delta => {
+            } if in_session => {
+                self.in_delta = false;
+                let mut touched = std::mem::take(&mut self.streamed);
                 if let Some(h) = self.held.take() {
                     self.phase = Phase::Applying;
                     self.progress(&mut out);
@@ -264,7 +291,19 @@ impl PartialSession {
                         replica.set_path(p);
                     }
                     h.gone.iter().for_each(|d| replica.apply_gone(d));
+                    touched.extend(h.records.iter().map(|r| r.node));
                     h.records.into_iter().for_each(|r| replica.apply_record(r));
+                }
+                // own ops the responder had not applied when it computed the delta may have
+                // removed parents of its records: the checkpoint re-applies them and prunes
+                if !replica.reaches_scope(&touched) && !replica.has_unacked_beyond(&frontier) {
+                    replica.quarantine();
+                    self.fail(
+                        &mut out,
+                        SyncError::InconsistentDelta,
+                        Some(ErrorCode::Unexpected),
+                    );
+                    return out;
                 }
                 replica.checkpoint(frontier, max_lamport);
                 if self.total.is_none() {
