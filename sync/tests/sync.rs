@@ -286,14 +286,8 @@ fn run_history(n: usize, acts: Vec<Act>) -> Result<(), TestCaseError> {
     let f0 = trees[0].store().frontier().unwrap();
     let s0 = snapshot(&trees[0]);
     for t in &trees {
-        match t.check_invariants() {
-            Ok(()) => {}
-            // a tree engine bug, not a sync one: see `tree_trash_placement_reproducer`
-            Err(canopy_tree::InvariantError::Violation(
-                canopy_tree::Violation::TrashPlacement { .. },
-            )) => {}
-            Err(e) => return Err(TestCaseError::fail(e.to_string())),
-        }
+        t.check_invariants()
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(t.store().frontier().unwrap(), f0.clone());
         prop_assert_eq!(snapshot(t), s0.clone());
     }
@@ -1378,12 +1372,11 @@ mod vectors {
     }
 }
 
-/// A tree engine bug found by `partial_equals_full_restricted` (not a sync bug): these 14 valid
-/// ops (two replicas; deletes whose `seen` vectors lag, creates into the deleted subtree),
-/// applied to a fresh `MemoryStore` tree in total order, leave a node whose placement breaks
-/// `Tree::check_invariants` (`TrashPlacement`). Reported to the tree's owners; un-ignore when fixed.
+/// Regression: a tree engine bug found by `partial_equals_full_restricted` (fixed in the tree:
+/// a revive walks back through a delete of a node already in TRASH). These 14 valid ops (two
+/// replicas; deletes whose `seen` vectors lag, creates into the deleted subtree), applied to a
+/// fresh tree in total order, broke `Tree::check_invariants` (`TrashPlacement`).
 #[test]
-#[ignore = "canopy-tree bug: TrashPlacement invariant after lagging deletes + revives"]
 fn tree_trash_placement_reproducer() {
     let text = include_str!("data/trash-placement-ops.hex");
     let ops: Vec<Op> = text
