@@ -337,6 +337,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn signed_ops_round_trip_and_reject_truncation() {
+        let op = Op::new(
+            OpId::new(ReplicaId::from_bytes([3; 32]), 2),
+            Lamport::new(5),
+            OpKind::SetPayload {
+                node: NodeId::from_bytes([4; 16]),
+                payload: b"p".to_vec(),
+            },
+        );
+        let signed = op
+            .clone()
+            .with_attestation(Attestation::new([1; 32], 77, [2; 32], [9; 64]));
+        let bytes = signed.encode();
+        assert_eq!(bytes[0], VERSION_SIGNED);
+        assert_eq!(&bytes[SIGNED_HEADER_LEN..], &op.encode()[..]);
+        assert_eq!(Op::decode(&bytes).unwrap(), signed);
+        assert_ne!(Op::decode(&bytes).unwrap(), op);
+        for cut in 0..bytes.len() {
+            assert!(Op::decode(&bytes[..cut]).is_err());
+        }
+        // The embedded op must itself be version 1.
+        let mut nested = bytes.clone();
+        nested[SIGNED_HEADER_LEN] = VERSION_SIGNED;
+        assert!(Op::decode(&nested).is_err());
+    }
+
+    #[test]
     fn varints_are_canonical() {
         let mut out = Vec::new();
         put_varint(&mut out, 300);

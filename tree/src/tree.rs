@@ -647,6 +647,32 @@ mod tests {
     }
 
     #[test]
+    fn redecide_from_revisits_only_the_suffix_and_reports_changes() {
+        let mut t = Tree::with_policy(MemoryStore::new(), r(9), Lock(n(7)));
+        t.apply([
+            create(1, 1, 1, n(5), NodeId::ROOT),
+            create(1, 2, 2, n(2), NodeId::ROOT),
+            create(1, 3, 4, n(3), n(5)),
+        ])
+        .unwrap();
+        // Nothing changed in the policy's inputs: nothing to report.
+        let rep = t.redecide_from(Lamport::new(1)).unwrap();
+        assert!(rep.ops.is_empty() && rep.events.is_empty());
+        // The lock now covers n5: re-deciding from lamport 3 denies the create of n3.
+        t.policy_mut().0 = n(5);
+        let rep = t.redecide_from(Lamport::new(3)).unwrap();
+        assert_eq!(rep.ops.len(), 1);
+        assert_eq!(rep.ops[0].id, OpId::new(r(1), 3));
+        assert_eq!(rep.ops[0].outcome, Outcome::Denied { reason: "locked" });
+        assert_eq!(rep.events, vec![ChangeEvent::Removed { node: n(3) }]);
+        // Re-deciding after the op leaves it alone.
+        t.policy_mut().0 = n(7);
+        assert!(t.redecide_from(Lamport::new(5)).unwrap().ops.is_empty());
+        assert!(!t.exists(n(3)).unwrap());
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
     fn subtree_walk_and_paging() {
         let mut t = Tree::new(MemoryStore::new(), r(1));
         let a = t.create(NodeId::ROOT, Place::Last, None).unwrap().node();

@@ -136,6 +136,58 @@ pub struct IngestReport {
 }
 
 /// An authorized document replica: a [`Tree`] under [`AuthzPolicy`] with verified ingest.
+///
+/// ```
+/// use canopy_caps::{
+///     chain_ref, subtree_policy, Ability, Accepted, Authz, Delegation, DelegationFields,
+///     Denial, Document, Entry, SecretKey,
+/// };
+/// use canopy_tree::{MemoryStore, NodeId, Outcome, Place, ReplicaId};
+///
+/// let owner = SecretKey::from_bytes(&[1; 32]);
+/// let alice = SecretKey::from_bytes(&[2; 32]);
+/// let doc = Document::new(owner.did(), [0; 16]);
+/// let replica = |k: &SecretKey| ReplicaId::from_bytes(*k.did().public_key());
+///
+/// // The owner makes a folder and lets Alice write inside it.
+/// let mut owner_side = Authz::new(MemoryStore::new(), doc, replica(&owner));
+/// owner_side.state_mut().set_signer(owner.clone(), chain_ref(&[]), 1_700_000_000);
+/// let folder = owner_side.tree_mut().create(NodeId::ROOT, Place::Last, None)?.op;
+/// let other = owner_side.tree_mut().create(NodeId::ROOT, Place::Last, None)?.op;
+/// let grant = Delegation::issue_with_nonce(
+///     &owner,
+///     DelegationFields {
+///         audience: alice.did(),
+///         subject: Some(owner.did()),
+///         command: Ability::Write.command(),
+///         policy: subtree_policy(folder.node().as_bytes(), &[]),
+///         expiration: None,
+///         not_before: None,
+///         meta: None,
+///     },
+///     vec![0; 12],
+/// );
+/// let proofs = [Entry::Delegation(grant.clone()), Entry::Chain(vec![grant.cid()])];
+///
+/// // Alice's replica receives the owner's ops and the proofs, then writes.
+/// let mut alice_side = Authz::new(MemoryStore::new(), doc, replica(&alice));
+/// let mut items: Vec<Vec<u8>> = proofs.iter().map(Entry::encode).collect();
+/// items.extend([folder.encode(), other.encode()]);
+/// alice_side.ingest(&items)?;
+/// alice_side.state_mut().set_signer(alice.clone(), chain_ref(&[grant.cid()]), 1_700_000_100);
+/// let inside = alice_side.tree_mut().create(folder.node(), Place::Last, None)?;
+/// let outside = alice_side.tree_mut().create(other.node(), Place::Last, None)?;
+/// assert_eq!(inside.outcome, Outcome::Applied);
+/// assert!(matches!(outside.outcome, Outcome::Denied { reason: Denial::Chain { .. } }));
+///
+/// // The owner's replica verifies and decides Alice's signed ops the same way.
+/// let report = owner_side.ingest(proofs.iter().map(Entry::encode))?;
+/// assert!(report.items.iter().all(|i| i.is_ok()));
+/// let report = owner_side.ingest([inside.op.encode(), outside.op.encode()])?;
+/// assert!(matches!(report.items[0], Ok(Accepted::Op { outcome: Outcome::Applied, .. })));
+/// assert!(matches!(report.items[1], Ok(Accepted::Op { outcome: Outcome::Denied { .. }, .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Authz<S: Store> {
     tree: Tree<S, AuthzPolicy>,
