@@ -28,7 +28,7 @@ mod entry;
 mod ingest;
 
 pub use entry::{Entry, EntryDecodeError, MAX_ENTRY_BYTES};
-pub use ingest::{Accepted, Authz, Equivocation, IngestError, IngestReport, Verified};
+pub use ingest::{Accepted, Authz, Equivocation, IngestError, IngestReport, Verified, MAX_HELD};
 
 /// Domain separator of an op signature.
 pub const OP_SIGNATURE_DOMAIN: &[u8] = b"canopy/op/v2";

@@ -83,7 +83,19 @@ pub enum IngestError {
     /// Another signed op with the same id is known.
     #[error("equivocation by {}", .0.second.id())]
     Equivocation(Box<Equivocation>),
+    /// The op's proofs are unknown and [`MAX_HELD`] ops are already held: send the proofs
+    /// first.
+    #[error("op {id}: proof {missing} unknown and the hold is full")]
+    HoldFull {
+        /// The op.
+        id: OpId,
+        /// What it would wait for.
+        missing: Missing,
+    },
 }
+
+/// Most ops held for unknown proofs at once (a peer cannot grow the hold without bound).
+pub const MAX_HELD: usize = 100_000;
 
 /// What became of one accepted item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,6 +376,10 @@ impl<S: Store> Authz<S> {
                     Some(_) => Ok(Accepted::Op {
                         id: op.id(),
                         outcome: Outcome::Duplicate,
+                    }),
+                    None if self.held_ids.len() >= MAX_HELD => Err(IngestError::HoldFull {
+                        id: op.id(),
+                        missing,
                     }),
                     None => {
                         self.hold(missing, op.clone());
