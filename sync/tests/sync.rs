@@ -254,8 +254,14 @@ fn run_history(n: usize, acts: Vec<Act>) -> Result<(), TestCaseError> {
             }
             Act::Sync { .. } => {}
             Act::Partial { r, cut } => {
-                let (stats, _) = sync_partial(&mut trees[r], AllowAll, &mut p, cut.map(u64::from))
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                // the responder filters with a grant on exactly X (the capability case)
+                let (stats, _) = sync_partial(
+                    &mut trees[r],
+                    SubtreeScope::new(x),
+                    &mut p,
+                    cut.map(u64::from),
+                )
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 // own ops the responder could not apply yet (waiting for ops it lacks) are shown
                 // optimistically on top of its state; otherwise the views are equal
                 if !stats.cut && p.unacked().is_empty() {
