@@ -257,6 +257,9 @@ pub struct AuthzState {
     chains: HashMap<ChainRef, Vec<Cid>>,
     revocations: Revocations,
     verifier: RefCell<Verifier>,
+    /// Requests a chain allowed, with the times at which the same verdict holds (a cache of
+    /// [`AuthzState::authorize`]'s full check; see there for when it is bypassed).
+    allowed: RefCell<HashMap<AllowKey, TimeWindow>>,
     /// Lowest Lamport timestamp of a decided op whose chain names the delegation.
     first_use: RefCell<HashMap<Cid, Lamport>>,
     signer: Option<Signer>,
@@ -290,6 +293,7 @@ impl AuthzState {
             chains,
             revocations: Revocations::new(),
             verifier: RefCell::new(Verifier::new()),
+            allowed: RefCell::new(HashMap::new()),
             first_use: RefCell::new(HashMap::new()),
             signer: None,
         }
@@ -392,13 +396,34 @@ impl AuthzState {
             return Verdict::Unknown { missing };
         }
         let cids = &self.chains[chain];
-        let ancestors: Vec<[u8; 16]> = ancestors.iter().map(|a| *a.as_bytes()).collect();
+        // A revocation naming a delegation of the chain makes the verdict depend on the op:
+        // no cache then.
+        let revocable = !self.revocations.is_empty()
+            && self
+                .revocations
+                .iter()
+                .any(|r| cids.contains(r.delegation()));
+        let key = AllowKey {
+            chain: *chain,
+            actor: *actor.public_key(),
+            ability,
+            target,
+            ancestors: ancestors.to_vec(),
+        };
+        if !revocable {
+            if let Some(w) = self.allowed.borrow().get(&key) {
+                if w.contains(time) {
+                    return Verdict::Allow;
+                }
+            }
+        }
+        let path: Vec<[u8; 16]> = ancestors.iter().map(|a| *a.as_bytes()).collect();
         let request = TreeRequest {
             owner: &self.document.owner,
             actor,
             ability,
             node: target.as_bytes(),
-            ancestors: &ancestors,
+            ancestors: &path,
         };
         let ctx = Context {
             time,
@@ -407,7 +432,24 @@ impl AuthzState {
         };
         let mut verifier = self.verifier.borrow_mut();
         match authorize_chain(&mut verifier, &self.proofs, cids, &request, &ctx) {
-            ChainDecision::Allow(_) => Verdict::Allow,
+            ChainDecision::Allow(a) => {
+                // The same request is allowed at any time inside the chain's validity window.
+                let mut window = TimeWindow {
+                    from: 0,
+                    until: a.expiration(),
+                };
+                for cid in cids {
+                    if let Ok(d) = verifier.delegation(cid, &self.proofs) {
+                        window.from = window.from.max(d.not_before().unwrap_or(0));
+                    }
+                }
+                let mut allowed = self.allowed.borrow_mut();
+                if allowed.len() >= ALLOW_CACHE_LIMIT {
+                    allowed.clear();
+                }
+                allowed.insert(key, window);
+                Verdict::Allow
+            }
             ChainDecision::Deny {
                 reason: VerifyError::UnavailableProof { cid },
             } => Verdict::Unknown {
@@ -423,6 +465,32 @@ impl AuthzState {
         }
     }
 }
+
+/// A request that a chain allowed, as far as it does not depend on time or the op.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct AllowKey {
+    chain: ChainRef,
+    actor: [u8; 32],
+    ability: Ability,
+    target: NodeId,
+    ancestors: Vec<NodeId>,
+}
+
+/// The times at which every delegation of a chain is valid: `from <= t < until`.
+#[derive(Debug, Clone, Copy)]
+struct TimeWindow {
+    from: u64,
+    until: Option<u64>,
+}
+
+impl TimeWindow {
+    fn contains(&self, t: u64) -> bool {
+        t >= self.from && self.until.is_none_or(|u| t < u)
+    }
+}
+
+/// Most cached allowed requests before the cache is emptied.
+const ALLOW_CACHE_LIMIT: usize = 1 << 16;
 
 /// The `canopy_tree::Policy` of authorized apply: decides each signed op with [`authorize`]
 /// against the replay-time tree (`spec/caps.md` §Authorized apply).

@@ -848,3 +848,67 @@ fn signed_op_vectors() {
         );
     }
 }
+
+#[test]
+fn cached_allows_respect_time_bounds_and_revocations() {
+    let w = World::new();
+    let alice = key(2);
+    let g = Delegation::issue_with_nonce(
+        &w.owner,
+        DelegationFields {
+            audience: alice.did(),
+            subject: Some(w.owner.did()),
+            command: Ability::Write.command(),
+            policy: subtree_policy(n(0xf).as_bytes(), &[]),
+            expiration: Some(200),
+            not_before: Some(100),
+            meta: None,
+        },
+        vec![4; 12],
+    );
+    let mut a = Authz::new(MemoryStore::new(), w.doc, rid(&key(200)));
+    let (pubs, chain) = w.publish(&[&g]);
+    a.ingest(pubs).unwrap();
+    let ask = |a: &Authz<MemoryStore>, t: u64, seq: u64| {
+        let op = canopy_caps::OpRef {
+            replica: *alice.did().public_key(),
+            seq,
+        };
+        a.state().authorize(
+            &alice.did(),
+            &chain,
+            Ability::WriteCreate,
+            n(0xf),
+            &[NodeId::ROOT],
+            t,
+            Some(op),
+        )
+    };
+    let class = |v: Verdict| match v {
+        Verdict::Allow => "Allow",
+        Verdict::Deny {
+            reason: Denial::Chain { error, .. },
+        } => error.class(),
+        _ => "other",
+    };
+    // Warm the cache inside the window, then probe its edges: same answers as a cold check.
+    for (t, want) in [
+        (150, "Allow"),
+        (99, "TooEarly"),
+        (100, "Allow"),
+        (199, "Allow"),
+        (200, "Expired"),
+    ] {
+        assert_eq!(class(ask(&a, t, 1)), want, "t = {t}");
+    }
+    // A revocation naming the delegation bypasses the cache: seq past the cutoff is denied.
+    let rev = Revocation::issue(
+        &w.owner,
+        g.cid(),
+        BTreeMap::from([(*alice.did().public_key(), 1)]),
+        BTreeSet::new(),
+    );
+    a.ingest([Entry::Revocation(rev).encode()]).unwrap();
+    assert_eq!(class(ask(&a, 150, 1)), "Allow");
+    assert_eq!(class(ask(&a, 150, 2)), "Revoked");
+}
