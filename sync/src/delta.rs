@@ -309,6 +309,15 @@ pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
             continue;
         }
         match ancestors_of(tree, n)? {
+            // in the scope but hidden by the filter (e.g. moved under an excluded subtree): the
+            // requester may hold it from before, so it goes like a node leaving the scope
+            Some(anc)
+                if anc.contains(&scope)
+                    && (hidden_above(filter, scope, &anc)
+                        || !filter.can_read_structure(n, &anc)) =>
+            {
+                gone.push(n)
+            }
             Some(anc) if anc.contains(&scope) => inside.push((anc.len(), n, anc)),
             _ => gone.push(n),
         }
@@ -319,9 +328,7 @@ pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
     inside.sort_by_key(|a| (a.0, a.1));
     let mut records = Vec::new();
     for (_, n, anc) in &inside {
-        if !hidden_above(filter, scope, anc) {
-            em.subtree(*n, anc, false, &mut records)?;
-        }
+        em.subtree(*n, anc, false, &mut records)?;
     }
     let mut payload: Vec<NodeId> = payload.into_iter().collect();
     payload.sort();

@@ -514,6 +514,49 @@ proptest! {
         p.check_invariants().map_err(|e| TestCaseError::fail(e.to_string()))?;
     }
 
+    /// A grant on X that excludes a subtree H inside it (the shape of an attenuated capability):
+    /// the partial replica holds subtree(X) minus subtree(H), also when nodes move into or out of
+    /// H, and no id under H is ever sent.
+    #[test]
+    fn read_filter_with_an_excluded_subtree(
+        acts in proptest::collection::vec((0u8..6, any::<usize>(), any::<usize>(), any::<bool>()), 1..60),
+    ) {
+        let mut t = Tree::new(MemoryStore::new(), rep(1));
+        let x = t.create(NodeId::ROOT, Place::Last, None).unwrap().node();
+        let h = t.create(x, Place::Last, None).unwrap().node();
+        let mut pool = vec![x, h];
+        for _ in 0..2 { pool.push(t.create(x, Place::Last, None).unwrap().node()); }
+        pool.push(t.create(h, Place::Last, None).unwrap().node());
+        let mut p = PartialReplica::new(x, rep(9));
+        let filter = Excluding { root: x, hidden: h };
+        for (k, a, b, sync) in acts {
+            local(&mut t, &mut pool, k, a, b);
+            if !sync { continue; }
+            let got = match sync_partial(&mut t, filter, &mut p, None) {
+                Ok((_, got)) => got,
+                // X itself moved under H: the grant no longer covers the scope
+                Err(PumpError::B(SyncError::RefusedPeer(ErrorCode::ScopeNotReadable)))
+                    if t.store().is_within(x, h).unwrap() => continue,
+                Err(e) => return Err(TestCaseError::fail(e.to_string())),
+            };
+            let under_h: Vec<NodeId> = if t.store().is_within(h, x).unwrap() {
+                std::iter::once(h).chain(t.subtree(h).map(|r| r.unwrap().0)).collect()
+            } else {
+                Vec::new()
+            };
+            for n in &under_h {
+                for m in &got {
+                    prop_assert!(!m.windows(16).any(|w| w == n.as_bytes()), "hidden id sent");
+                }
+            }
+            let want: Vec<NodeRecord> = restricted(&t, x, true)
+                .into_iter()
+                .filter(|r| !under_h.contains(&r.node))
+                .collect();
+            prop_assert_eq!(p.records(), want);
+        }
+    }
+
     /// Random bytes never panic the decoder, and decoding then re-encoding is the identity.
     #[test]
     fn random_bytes_decode_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -683,6 +726,27 @@ fn message() -> impl Strategy<Value = Message> {
 }
 
 // ------------------------------------------------------------------ examples
+
+/// Read access to subtree(`root`) except subtree(`hidden`).
+#[derive(Clone, Copy, Debug)]
+struct Excluding {
+    root: NodeId,
+    hidden: NodeId,
+}
+
+impl ReadFilter for Excluding {
+    fn can_read_log(&self) -> bool {
+        false
+    }
+    fn can_read_structure(&self, node: NodeId, ancestors: &[NodeId]) -> bool {
+        (node == self.root || ancestors.contains(&self.root))
+            && node != self.hidden
+            && !ancestors.contains(&self.hidden)
+    }
+    fn can_read_payload(&self, node: NodeId, ancestors: &[NodeId]) -> bool {
+        self.can_read_structure(node, ancestors)
+    }
+}
 
 /// Takes a session out of its slot (live tests pair sessions with trees again for each delivery).
 fn sa_take<F: ReadFilter>(slot: &mut Option<Session<F>>) -> Session<F> {
