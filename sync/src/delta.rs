@@ -235,6 +235,8 @@ pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
         }
     }
     let Some(min_key) = min_key else {
+        // nothing new: the path cannot have changed either; the reply is the checkpoint alone
+        delta.path.clear();
         return Ok(delta);
     };
     // every op at or after the earliest new one may have been undone and redone with a new effect

@@ -1123,10 +1123,18 @@ fn cold_partial_sync_reports_first_view_and_exact_totals() {
         })
     );
     assert_eq!(stats.round_trips, 1);
-    // warm and unchanged: one round trip, tiny
-    let (stats, _) = sync_partial(&mut t, AllowAll, &mut p, None).unwrap();
+    // warm and unchanged: one round trip, tiny, the checkpoint alone
+    let (stats, got) = sync_partial(&mut t, AllowAll, &mut p, None).unwrap();
     assert_eq!(stats.round_trips, 1);
     assert!(stats.bytes() < 1024);
+    let kinds: Vec<Message> = got.iter().map(|m| Message::decode(m).unwrap()).collect();
+    assert!(
+        matches!(
+            kinds[..],
+            [Message::Hello { .. }, Message::Checkpoint { .. }]
+        ),
+        "{kinds:?}"
+    );
 }
 
 // ------------------------------------------------------------------ spec vectors
