@@ -223,7 +223,7 @@ pub enum Denial {
     },
 }
 
-/// The outcome of [`authorize`].
+/// The outcome of [`AuthzState::authorize`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Verdict {
@@ -492,7 +492,7 @@ impl TimeWindow {
 /// Most cached allowed requests before the cache is emptied.
 const ALLOW_CACHE_LIMIT: usize = 1 << 16;
 
-/// The `canopy_tree::Policy` of authorized apply: decides each signed op with [`authorize`]
+/// The `canopy_tree::Policy` of authorized apply: decides each signed op with [`AuthzState::authorize`]
 /// against the replay-time tree (`spec/caps.md` §Authorized apply).
 #[derive(Debug)]
 pub struct AuthzPolicy {

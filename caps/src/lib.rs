@@ -1,9 +1,12 @@
 //! Capabilities for Canopy: `did:key` identities, UCAN 1.0 delegations and invocations, the
-//! policy language, chain validation, subtree scopes for tree abilities, revocation records and
-//! share links. Pure: no IO, no async; builds for `wasm32-unknown-unknown`.
+//! policy language, chain validation, subtree scopes for tree abilities, revocation records,
+//! share links, and authorized apply — signed ops, document ids, the [`AuthzPolicy`] that decides
+//! every op against the replay-time tree, and the verified ingest [`Authz`] (see its example).
+//! Pure: no IO, no async; builds for `wasm32-unknown-unknown`.
 //!
-//! Wire formats and rules are specified in `spec/caps.md`, with vectors in
-//! `spec/vectors/caps.json`.
+//! Wire formats and rules are specified in `spec/caps.md` (authorized apply: §11) and
+//! `spec/ops.md` §Signed ops, with vectors in `spec/vectors/caps.json` and
+//! `spec/vectors/signed_ops.json`.
 //!
 //! ```
 //! use canopy_caps::{
