@@ -145,6 +145,55 @@ impl<S: Store, P: Policy, F: ReadFilter> Emitter<'_, S, P, F> {
     }
 }
 
+/// Above this many gone notices, a warm delta is replaced by a snapshot if the scope is smaller.
+const RESET_ABOVE: usize = 1024;
+
+/// The whole scope: the scope root's children first (the first view), then the rest of the
+/// subtree in pre-order (parents before children).
+fn snapshot<S: Store, P: Policy, F: ReadFilter>(
+    em: &mut Emitter<'_, S, P, F>,
+    scope: NodeId,
+    scope_anc: &[NodeId],
+    delta: &mut Delta,
+) -> Result<(), S::Error> {
+    let tree = em.tree;
+    let mut anc = vec![scope];
+    anc.extend_from_slice(scope_anc);
+    let mut cursor = None;
+    loop {
+        let page = tree.children(scope, cursor.as_ref(), 256)?;
+        for c in &page {
+            if em.emitted.insert(c.node) {
+                if let Some(r) = em.record(c.node, &anc)? {
+                    delta.first.push(r);
+                }
+            }
+        }
+        if page.len() < 256 {
+            break;
+        }
+        cursor = page.last().cloned();
+    }
+    let mut records = Vec::new();
+    // children hidden by the filter hide their subtrees too
+    let hidden: FxHashSet<NodeId> = {
+        let shown: FxHashSet<NodeId> = delta.first.iter().map(|r| r.node).collect();
+        em.emitted
+            .iter()
+            .copied()
+            .filter(|n| !shown.contains(n))
+            .collect()
+    };
+    for item in tree.subtree(scope) {
+        let (node, depth) = item?;
+        if depth == 1 && !hidden.contains(&node) {
+            em.subtree(node, &anc, false, &mut records)?;
+        }
+    }
+    delta.records = records;
+    Ok(())
+}
+
 /// Computes the delta for a partial replica of `scope` that last synced at `since` (empty: cold).
 pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
     tree: &Tree<S, P>,
@@ -183,41 +232,7 @@ pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
     // or forged) cannot be diffed against: send the whole scope
     delta.reset = since.is_empty() || since.iter().any(|(r, s)| s > frontier.get(&r));
     if delta.reset {
-        // cold: the scope root's children first (first view), then the whole subtree
-        let mut anc = vec![scope];
-        anc.extend_from_slice(&scope_anc);
-        let mut cursor = None;
-        loop {
-            let page = tree.children(scope, cursor.as_ref(), 256)?;
-            for c in &page {
-                if em.emitted.insert(c.node) {
-                    if let Some(r) = em.record(c.node, &anc)? {
-                        delta.first.push(r);
-                    }
-                }
-            }
-            if page.len() < 256 {
-                break;
-            }
-            cursor = page.last().cloned();
-        }
-        let mut records = Vec::new();
-        // children hidden by the filter hide their subtrees too
-        let hidden: FxHashSet<NodeId> = {
-            let shown: FxHashSet<NodeId> = delta.first.iter().map(|r| r.node).collect();
-            em.emitted
-                .iter()
-                .copied()
-                .filter(|n| !shown.contains(n))
-                .collect()
-        };
-        for item in tree.subtree(scope) {
-            let (node, depth) = item?;
-            if depth == 1 && !hidden.contains(&node) {
-                em.subtree(node, &anc, false, &mut records)?;
-            }
-        }
-        delta.records = records;
+        snapshot(&mut em, scope, &scope_anc, &mut delta)?;
         return Ok(delta);
     }
     // ops the requester has not seen, and the earliest of them in the total order
@@ -322,6 +337,24 @@ pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
             }
             Some(anc) if anc.contains(&scope) => inside.push((anc.len(), n, anc)),
             _ => gone.push(n),
+        }
+    }
+    // Many nodes left the scope (or were touched outside it) since the checkpoint: when the scope
+    // itself is smaller, a snapshot costs less (and names fewer nodes outside it).
+    if gone.len() > RESET_ABOVE {
+        let mut count = 0usize;
+        for item in tree.subtree(scope) {
+            item?;
+            count += 1;
+            if count >= gone.len() {
+                break;
+            }
+        }
+        if count < gone.len() {
+            delta.reset = true;
+            em.emitted.clear();
+            snapshot(&mut em, scope, &scope_anc, &mut delta)?;
+            return Ok(delta);
         }
     }
     gone.sort();

@@ -1466,3 +1466,38 @@ fn tree_trash_placement_reproducer() {
     assert_eq!(t.store().log_len().unwrap(), 14, "{report:?}");
     t.check_invariants().unwrap();
 }
+
+#[test]
+fn many_changes_outside_a_small_scope_become_a_snapshot() {
+    let mut t = Tree::new(MemoryStore::new(), rep(1));
+    let x = t.create(NodeId::ROOT, Place::Last, None).unwrap().node();
+    for _ in 0..10 {
+        t.create(x, Place::Last, Some(vec![1])).unwrap();
+    }
+    let mut p = PartialReplica::new(x, rep(9));
+    sync_partial(&mut t, SubtreeScope::new(x), &mut p, None).unwrap();
+    let mut outside = Vec::new();
+    for _ in 0..2000 {
+        outside.push(t.create(NodeId::ROOT, Place::Last, None).unwrap().node());
+    }
+    let inner = t.create(x, Place::First, None).unwrap().node();
+    let (stats, got) = sync_partial(&mut t, SubtreeScope::new(x), &mut p, None).unwrap();
+    let msgs: Vec<Message> = got.iter().map(|m| Message::decode(m).unwrap()).collect();
+    assert!(msgs
+        .iter()
+        .any(|m| matches!(m, Message::Path { reset: true, .. })));
+    assert!(!msgs.iter().any(|m| matches!(m, Message::Gone(_))));
+    assert!(stats.bytes() < 4096, "{} bytes", stats.bytes());
+    assert!(p.contains(inner));
+    assert_eq!(p.records(), restricted(&t, x, true));
+    // a few changes outside stay a warm delta
+    for _ in 0..10 {
+        t.create(NodeId::ROOT, Place::Last, None).unwrap();
+    }
+    let (_, got) = sync_partial(&mut t, SubtreeScope::new(x), &mut p, None).unwrap();
+    assert!(got.iter().any(|m| matches!(
+        Message::decode(m).unwrap(),
+        Message::Path { reset: false, .. }
+    )));
+    assert_eq!(p.records(), restricted(&t, x, true));
+}
