@@ -16,9 +16,9 @@ use canopy_tree::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::wire::{
-    gone_digest, put_record, put_varint, NodeRecord, PathEntry, PayloadState, Reader, WireError,
-};
+mod snapshot;
+
+use crate::wire::{gone_digest, NodeRecord, PathEntry, PayloadState, WireError};
 
 /// Why a local op on a partial replica could not be made. Nothing changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,8 +102,6 @@ pub struct PartialReplica {
     /// Own ops were left unapplied by the last responder: the next sync asks for a snapshot.
     tainted: bool,
 }
-
-const SNAPSHOT_MAGIC: &[u8; 8] = b"cnpyPR01";
 
 impl PartialReplica {
     /// An empty partial replica of the subtree under `scope`, making its own ops as `replica`
@@ -669,95 +667,6 @@ impl PartialReplica {
         }
         Ok(())
     }
-
-    // ---- persistence ----
-
-    /// A self-contained snapshot (scope, replica, last synced frontier, counters, path, nodes and
-    /// own ops) to persist between sessions; [`PartialReplica::decode`] restores it.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = SNAPSHOT_MAGIC.to_vec();
-        out.extend_from_slice(self.scope.as_bytes());
-        out.extend_from_slice(self.replica.as_bytes());
-        let m = crate::wire::Message::Checkpoint {
-            frontier: self.since.clone(),
-            max_lamport: self.lamport,
-        }
-        .encode();
-        put_bytes(&mut out, &m);
-        put_varint(&mut out, self.last_seq);
-        out.push(u8::from(self.tainted));
-        let p = crate::wire::Message::Path {
-            entries: self.path.clone(),
-            total: 0,
-            reset: false,
-        }
-        .encode();
-        put_bytes(&mut out, &p);
-        let records = self.records();
-        put_varint(&mut out, records.len() as u64);
-        for r in &records {
-            put_record(&mut out, r);
-        }
-        put_varint(&mut out, self.own.len() as u64);
-        for op in &self.own {
-            put_bytes(&mut out, &op.encode());
-        }
-        out
-    }
-
-    /// Restores a snapshot written by [`PartialReplica::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<Self, SnapshotError> {
-        let mut r = Reader { b: bytes, at: 0 };
-        if r.take(8)? != SNAPSHOT_MAGIC {
-            return Err(SnapshotError::Magic);
-        }
-        let scope = NodeId::from_bytes(r.array()?);
-        let replica = ReplicaId::from_bytes(r.array()?);
-        let mut me = PartialReplica::new(scope, replica);
-        match crate::wire::Message::decode(r.bytes()?)? {
-            crate::wire::Message::Checkpoint {
-                frontier,
-                max_lamport,
-            } => {
-                me.since = frontier;
-                me.lamport = max_lamport;
-            }
-            _ => return Err(SnapshotError::Magic),
-        }
-        me.last_seq = r.varint()?;
-        me.tainted = match r.u8()? {
-            0 => false,
-            1 => true,
-            _ => return Err(SnapshotError::Magic),
-        };
-        match crate::wire::Message::decode(r.bytes()?)? {
-            crate::wire::Message::Path { entries, .. } => me.path = entries,
-            _ => return Err(SnapshotError::Magic),
-        }
-        let n = r.varint()?;
-        for _ in 0..n {
-            let rec = r.record()?;
-            me.apply_record(rec);
-        }
-        let n = r.varint()?;
-        for _ in 0..n {
-            me.own
-                .push(Op::decode(r.bytes()?).map_err(WireError::from)?);
-        }
-        if r.at != bytes.len() {
-            return Err(WireError::TrailingBytes {
-                count: bytes.len() - r.at,
-            }
-            .into());
-        }
-        me.check_invariants()?;
-        Ok(me)
-    }
-}
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
 }
 
 #[cfg(test)]
