@@ -1,4 +1,4 @@
-//! Authorized apply: signed ops, document identity, and the one [`authorize`] that decides tree
+//! Authorized apply: signed ops, document identity, and the one [`AuthzState::authorize`] that decides tree
 //! writes at replay time and filters reads (`spec/caps.md` §Authorized apply, `spec/ops.md`
 //! §Signed ops).
 //!
