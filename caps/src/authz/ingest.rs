@@ -12,7 +12,7 @@ use cid::Cid;
 
 use super::{AuthzPolicy, AuthzState, ChainRef, Denial, Document, DocumentId, Entry, Missing};
 use super::{EntryDecodeError, Verdict};
-use crate::{Ability, DecodeError, Did};
+use crate::{Ability, Did};
 
 /// Two different signed ops with the same `(replica, seq)`: both, as evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,14 +63,6 @@ pub enum IngestError {
     BadDelegation {
         /// The delegation.
         cid: Cid,
-    },
-    /// A delegation that does not decode (CID of the bytes given).
-    #[error("delegation {cid}: {source}")]
-    MalformedDelegation {
-        /// The delegation.
-        cid: Cid,
-        /// Why.
-        source: DecodeError,
     },
     /// The op is invalid for the tree.
     #[error("invalid op {id}: {rejection}")]
@@ -305,6 +297,8 @@ impl<S: Store> Authz<S> {
     /// The second half of [`Authz::ingest`], for a batch whose signatures were checked by
     /// [`Verified::check`] (possibly on another thread, while this replica applied the previous
     /// batch).
+    // Per-item results are data (one per input), not this function's error path.
+    #[allow(clippy::result_large_err)]
     pub fn ingest_verified(
         &mut self,
         verified: Verified,
@@ -418,7 +412,12 @@ impl<S: Store> Authz<S> {
         let report = self.tree.apply(batch.iter().cloned())?;
         let mut released = report.released;
         for ((slot, r), op) in slots.into_iter().zip(report.ops).zip(batch) {
-            let result = match r.outcome {
+            // Ops released from the hold report the tree's outcome as it is.
+            let Some(i) = slot else {
+                released.push(r);
+                continue;
+            };
+            items[i] = Some(match r.outcome {
                 Outcome::Rejected(Rejection::Equivocation) => {
                     match self.known_op(op.id()).map_err(ApplyError::Store)? {
                         Some(first) if first != op => Err(equivocation(first, op)),
@@ -433,12 +432,7 @@ impl<S: Store> Authz<S> {
                     rejection,
                 }),
                 outcome => Ok(Accepted::Op { id: r.id, outcome }),
-            };
-            match (slot, result) {
-                (Some(i), result) => items[i] = Some(result),
-                (None, Ok(Accepted::Op { id, outcome })) => released.push(OpReport { id, outcome }),
-                (None, _) => {}
-            }
+            });
         }
         let mut events = report.events;
 
