@@ -912,3 +912,58 @@ fn cached_allows_respect_time_bounds_and_revocations() {
     assert_eq!(class(ask(&a, 150, 1)), "Allow");
     assert_eq!(class(ask(&a, 150, 2)), "Revoked");
 }
+
+#[test]
+fn held_ops_are_checked_for_equivocation_and_weak_keys_are_refused() {
+    both(&|mk: Mk<'_>| {
+        let w = World::new();
+        let alice = key(2);
+        let mut ingest = mk();
+        let (items, a_chain, _) = setup(&w, &alice);
+        // Only the owner's ops: Alice's chain is not published yet.
+        ingest(items.into_iter().take(4).collect());
+        let held = w.op(&alice, 1, 10, create(n(0x71), n(0xf)), 20, a_chain);
+        let twin = w.op(&alice, 1, 10, create(n(0x72), n(0xf)), 20, a_chain);
+        let r = ingest(vec![held.encode(), held.encode(), twin.encode()]);
+        assert!(matches!(outcome(&r, 0), Ok(Accepted::Held { .. })));
+        assert!(matches!(
+            outcome(&r, 1),
+            Ok(Accepted::Op {
+                outcome: Outcome::Duplicate,
+                ..
+            })
+        ));
+        match outcome(&r, 2) {
+            Err(IngestError::Equivocation(e)) => assert_eq!((&e.first, &e.second), (&held, &twin)),
+            other => panic!("{other:?}"),
+        }
+        // The owner's own op is logged; a twin under an unknown chain is caught before holding.
+        let root = chain_ref(&[]);
+        let logged = w.op(&w.owner, 5, 11, create(n(0x73), NodeId::ROOT), 20, root);
+        ingest(vec![logged.encode()]);
+        let unknown = chain_ref(&[canopy_caps::cid_of(b"unpublished")]);
+        let sneaky = w.op(&w.owner, 5, 11, create(n(0x73), NodeId::ROOT), 20, unknown);
+        let r = ingest(vec![sneaky.encode()]);
+        assert!(matches!(outcome(&r, 0), Err(IngestError::Equivocation(_))));
+
+        // A small-order "key" (the identity point) would verify forged signatures: refused.
+        let mut weak = [0u8; 32];
+        weak[0] = 1;
+        let forged = Op::new(
+            OpId::new(ReplicaId::from_bytes(weak), 1),
+            Lamport::new(1),
+            create(n(0x74), NodeId::ROOT),
+        )
+        .with_attestation(canopy_tree::Attestation::new(
+            *w.doc.id().as_bytes(),
+            20,
+            *root.as_bytes(),
+            [0; 64],
+        ));
+        let r = ingest(vec![forged.encode()]);
+        assert!(matches!(
+            outcome(&r, 0),
+            Err(IngestError::BadReplicaKey { .. })
+        ));
+    });
+}
