@@ -967,3 +967,23 @@ fn held_ops_are_checked_for_equivocation_and_weak_keys_are_refused() {
         ));
     });
 }
+
+#[test]
+fn malformed_and_badly_signed_delegations_are_typed() {
+    let w = World::new();
+    let mut a = Authz::new(MemoryStore::new(), w.doc, rid(&key(200)));
+    let g = w.grant(&w.owner, &key(2), Ability::Write, n(0xf), &[], None, 1);
+    let mut tampered = Entry::Delegation(g.clone()).encode();
+    let at = tampered.len() - 10; // inside the signed payload
+    tampered[at] ^= 1;
+    let r = a.ingest([vec![0x10, 0xff], tampered]).unwrap();
+    assert!(matches!(
+        r.items[0],
+        Err(IngestError::MalformedDelegation { .. })
+    ));
+    assert!(matches!(
+        r.items[1],
+        Err(IngestError::BadDelegation { .. } | IngestError::MalformedDelegation { .. })
+    ));
+    assert!(a.state().proofs().is_empty());
+}

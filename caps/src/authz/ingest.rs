@@ -12,7 +12,7 @@ use cid::Cid;
 
 use super::{AuthzPolicy, AuthzState, ChainRef, Denial, Document, DocumentId, Entry, Missing};
 use super::{EntryDecodeError, Verdict};
-use crate::{Ability, Did};
+use crate::{Ability, DecodeError, Did};
 
 /// Two different signed ops with the same `(replica, seq)`: both, as evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +63,14 @@ pub enum IngestError {
     BadDelegation {
         /// The delegation.
         cid: Cid,
+    },
+    /// A delegation entry whose envelope does not decode (`cid`: of the bytes given).
+    #[error("delegation {cid}: {source}")]
+    MalformedDelegation {
+        /// The CID of the bytes.
+        cid: Cid,
+        /// Why.
+        source: DecodeError,
     },
     /// The op is invalid for the tree.
     #[error("invalid op {id}: {rejection}")]
@@ -505,7 +513,14 @@ impl Verified {
         let mut sigs = Vec::new();
         for b in items {
             let i = entries.len();
-            let e = match Entry::decode(b.as_ref()) {
+            let bytes = b.as_ref();
+            let e = match Entry::decode(bytes) {
+                Err(EntryDecodeError::Delegation(source)) => {
+                    Err(IngestError::MalformedDelegation {
+                        cid: crate::cid_of(&bytes[1..]),
+                        source,
+                    })
+                }
                 Err(e) => Err(e.into()),
                 Ok(Entry::Delegation(d)) if !d.signature_valid() => {
                     Err(IngestError::BadDelegation { cid: d.cid() })
