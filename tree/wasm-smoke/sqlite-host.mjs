@@ -1,6 +1,6 @@
 // Host services that sqlite-wasm-rs (SQLite compiled for wasm32-unknown-unknown, under rusqlite) links
 // against when its `wasm-bindgen` feature is off: sleep, randomness, clock, entropy, local time.
-// The smoke module is linked with `--allow-undefined-file=sqlite-host-imports.txt` (see build.rs), so these
+// The smoke module is linked with `--allow-undefined-file` listing exactly these (see build.rs), so these
 // five symbols become imports of module "env"; this file implements them with Node's clock and crypto.
 // Contract: sqlite-wasm-rs 0.6 `src/host/mod.rs` (status 0 = ok; LocalTime = ten little-endian i32).
 import { webcrypto } from 'node:crypto';
