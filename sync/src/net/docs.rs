@@ -26,6 +26,8 @@ pub trait Documents: Send + Sync + 'static {
 }
 
 /// One SQLite database per document (`spec/sqlite.md`): `DIR/DOC.canopy`, created on first use.
+/// Ops are applied with the tree's own validation only ([`AllowAll`] policy): no capability check
+/// until issue 5's authorized apply is plugged in through [`Documents::Policy`].
 #[derive(Debug, Clone)]
 pub struct SqliteDocuments {
     dir: PathBuf,

@@ -30,6 +30,9 @@ pub(crate) const POLL_ROOM: usize = READ_RESERVE + (1 << 20) + (320 << 10);
 /// polled (fan-out).
 const OPS_TYPE: u8 = 2;
 
+/// Under a steady stream of received ops, fan out at least once per this many frames.
+const FANOUT_EVERY: usize = 64;
+
 /// Server settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -431,7 +434,30 @@ fn run_doc<D: Documents, A: Admit>(
     };
     let options = transport_options(shared.config.live);
     let mut conns: HashMap<u64, Conn> = HashMap::new();
-    while let Some(msg) = rx.blocking_recv() {
+    // frames with ops received since the last fan-out
+    let mut unfanned = 0usize;
+    loop {
+        // fan out once the inbox is empty (or every FANOUT_EVERY frames under load): one poll
+        // of every session covers many received batches
+        let msg = match rx.try_recv() {
+            Ok(m) if unfanned < FANOUT_EVERY => m,
+            Ok(m) => {
+                fan_out(&mut conns, &tree);
+                unfanned = 0;
+                m
+            }
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if unfanned > 0 {
+                    fan_out(&mut conns, &tree);
+                    unfanned = 0;
+                }
+                match rx.blocking_recv() {
+                    Some(m) => m,
+                    None => break,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         match msg {
             ToDoc::Join {
                 conn,
@@ -468,11 +494,7 @@ fn run_doc<D: Documents, A: Admit>(
                 drop(reserve);
                 poll_conn(c, &tree);
                 if bytes.get(1) == Some(&OPS_TYPE) {
-                    for (id, other) in conns.iter_mut() {
-                        if *id != conn {
-                            poll_conn(other, &tree);
-                        }
-                    }
+                    unfanned += 1;
                 }
             }
             ToDoc::Drained { conn } => {
@@ -505,6 +527,16 @@ fn run_doc<D: Documents, A: Admit>(
         }
     }
     shared.docs.release(&doc, tree);
+}
+
+/// Polls every session: live ones send their peers the ops they lack.
+fn fan_out<S: canopy_tree::Store, P: canopy_tree::Policy>(
+    conns: &mut HashMap<u64, Conn>,
+    tree: &Tree<S, P>,
+) {
+    for c in conns.values_mut() {
+        poll_conn(c, tree);
+    }
 }
 
 /// Polls a session while its queue has room for a whole poll and it has something to send;
