@@ -228,6 +228,8 @@ fn refuse(status: StatusCode, text: &str) -> ErrorResponse {
 async fn connection<D: Documents, A: Admit>(shared: Arc<Shared<D, A>>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
     let mut admitted: Option<(DocName, A::Filter)> = None;
+    // the error type is tungstenite's handshake callback's
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
         let path = req.uri().path();
         let doc: DocName = path
@@ -330,13 +332,12 @@ async fn connection<D: Documents, A: Admit>(shared: Arc<Shared<D, A>>, stream: T
     }
     let _ = doc_tx.send(ToDoc::Leave { conn }).await;
     drop(q);
-    if !writer_done {
-        if tokio::time::timeout(Duration::from_secs(5), &mut writer)
+    if !writer_done
+        && tokio::time::timeout(Duration::from_secs(5), &mut writer)
             .await
             .is_err()
-        {
-            writer.abort();
-        }
+    {
+        writer.abort();
     }
 }
 
