@@ -28,7 +28,9 @@ mod entry;
 mod ingest;
 
 pub use entry::{Entry, EntryDecodeError, MAX_ENTRY_BYTES};
-pub use ingest::{Accepted, Authz, Equivocation, IngestError, IngestReport, Verified, MAX_HELD};
+pub use ingest::{
+    Accepted, Authz, Equivocation, IngestError, IngestReport, OpenError, Verified, MAX_HELD,
+};
 
 /// Domain separator of an op signature.
 pub const OP_SIGNATURE_DOMAIN: &[u8] = b"canopy/op/v2";
@@ -335,7 +337,7 @@ impl AuthzState {
         self.revocations.insert(r);
     }
 
-    fn note_use(&self, chain: &ChainRef, lamport: Lamport) {
+    pub(crate) fn note_use(&self, chain: &ChainRef, lamport: Lamport) {
         if let Some(cids) = self.chains.get(chain) {
             let mut first = self.first_use.borrow_mut();
             for c in cids {

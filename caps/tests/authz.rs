@@ -987,3 +987,187 @@ fn malformed_and_badly_signed_delegations_are_typed() {
     ));
     assert!(a.state().proofs().is_empty());
 }
+
+// ---- persistence: proofs and held ops survive a reopen (spec/caps.md §Persistence) ----
+
+/// Ingests `batches` into a fresh file-backed SqliteStore; the replica is dropped after batch
+/// `reopen_after` (and after each later batch when `every`) and reopened with `Authz::open`.
+fn run_reopening(
+    doc: Document,
+    batches: Vec<Vec<Vec<u8>>>,
+    reopen_after: usize,
+    every: bool,
+) -> (Snapshot, Vec<IngestReport>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.sqlite");
+    let me = rid(&key(200));
+    let mut a = Authz::new(SqliteStore::open(&path).unwrap(), doc, me);
+    let mut reports = Vec::new();
+    for (i, batch) in batches.into_iter().enumerate() {
+        reports.push(a.ingest(batch).unwrap());
+        if i == reopen_after || (every && i > reopen_after) {
+            drop(a);
+            a = Authz::open(SqliteStore::open(&path).unwrap(), doc, me).unwrap();
+        }
+    }
+    (snapshot(&a), reports)
+}
+
+#[test]
+fn a_revocation_survives_a_reopen_and_still_denies_after_a_redo() {
+    let w = World::new();
+    let alice = key(2);
+    let (setup_items, chain, g) = setup(&w, &alice);
+    let op = |s: u64, l: u64| {
+        w.op(&alice, s, l, create(n(0x50 + s as u8), n(0xf)), 20, chain)
+            .encode()
+    };
+    let rev = Revocation::issue(
+        &w.owner,
+        g.cid(),
+        BTreeMap::from([(*alice.did().public_key(), 2)]),
+        BTreeSet::new(),
+    );
+    let rev = Entry::Revocation(rev).encode();
+    // Alice's ops 3 and 4 are past the cutoff. After the reopen an owner op with an early
+    // Lamport time arrives: the redo of ops 3 and 4 must still deny them.
+    let early = w
+        .op(
+            &w.owner,
+            5,
+            5,
+            create(n(0x70), NodeId::ROOT),
+            10,
+            chain_ref(&[]),
+        )
+        .encode();
+    let mut first = setup_items.clone();
+    first.extend((1..=4).map(|s| op(s, 10 + s)));
+    first.push(rev.clone());
+    let batches = vec![first.clone(), vec![early.clone()]];
+    let (reopened, reports) = run_reopening(w.doc, batches.clone(), 0, false);
+    let (never_closed, _) = run(MemoryStore::new(), w.doc, batches);
+    assert_eq!(reopened, never_closed);
+    assert!(matches!(
+        reports[1].items[0],
+        Ok(Accepted::Op {
+            outcome: Outcome::Applied,
+            ..
+        })
+    ));
+    let live: Vec<_> = reopened.0.keys().copied().collect();
+    assert!(live.contains(&n(0x51)) && live.contains(&n(0x52)) && live.contains(&n(0x70)));
+    assert!(!live.contains(&n(0x53)) && !live.contains(&n(0x54)));
+
+    // A revocation arriving only after the reopen re-decides ops logged before it (the
+    // first-use times are rebuilt from the stored log).
+    let mut before = setup_items.clone();
+    before.extend((1..=4).map(|s| op(s, 10 + s)));
+    let (late, reports) = run_reopening(w.doc, vec![before, vec![rev]], 0, false);
+    assert_eq!(late, never_closed.clone().tap_remove(n(0x70)));
+    assert_eq!(reports[1].redecided.len(), 2, "{:?}", reports[1].redecided);
+}
+
+trait TapRemove {
+    fn tap_remove(self, node: NodeId) -> Self;
+}
+impl TapRemove for Snapshot {
+    fn tap_remove(mut self, node: NodeId) -> Self {
+        self.0.remove(&node);
+        let owner5 = OpId::new(rid(&key(1)), 5);
+        self.1.remove(&owner5);
+        self
+    }
+}
+
+#[test]
+fn a_held_op_is_released_by_a_proof_that_arrives_after_a_reopen() {
+    let w = World::new();
+    let alice = key(2);
+    let (setup_items, chain, _) = setup(&w, &alice);
+    let tree_ops: Vec<Vec<u8>> = setup_items.iter().filter(|i| i[0] == 2).cloned().collect();
+    let proofs: Vec<Vec<u8>> = setup_items.iter().filter(|i| i[0] != 2).cloned().collect();
+    let held = w
+        .op(&alice, 1, 10, create(n(0x51), n(0xf)), 20, chain)
+        .encode();
+    let mut first = tree_ops.clone();
+    first.push(held.clone());
+    let (reopened, reports) = run_reopening(w.doc, vec![first.clone(), proofs.clone()], 0, false);
+    assert!(matches!(reports[0].items[4], Ok(Accepted::Held { .. })));
+    assert_eq!(reports[1].released.len(), 1, "{:?}", reports[1]);
+    assert_eq!(reports[1].released[0].outcome, Outcome::Applied);
+    let (never_closed, _) = run(MemoryStore::new(), w.doc, vec![first, proofs]);
+    assert_eq!(reopened, never_closed);
+    assert!(reopened.0.contains_key(&n(0x51)));
+}
+
+#[test]
+fn proof_entries_come_from_the_store_in_arrival_order() {
+    let w = World::new();
+    let alice = key(2);
+    let (setup_items, chain, g) = setup(&w, &alice);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.sqlite");
+    let me = rid(&key(200));
+    let mut a = Authz::new(SqliteStore::open(&path).unwrap(), w.doc, me);
+    let held = w.op(
+        &alice,
+        1,
+        10,
+        create(n(0x51), n(0xf)),
+        20,
+        chain_ref(&[g.cid(), g.cid()]),
+    );
+    let mut items = setup_items.clone();
+    items.push(held.encode());
+    // A duplicate proof is stored once.
+    items.push(Entry::Delegation(g.clone()).encode());
+    a.ingest(items).unwrap();
+    drop(a);
+    let a = Authz::open(SqliteStore::open(&path).unwrap(), w.doc, me).unwrap();
+    assert_eq!(a.held_len(), 1);
+    let got: Vec<Vec<u8>> = a
+        .proof_entries()
+        .unwrap()
+        .iter()
+        .map(Entry::encode)
+        .collect();
+    let mut want: Vec<Vec<u8>> = setup_items.iter().filter(|i| i[0] != 2).cloned().collect();
+    want.push(held.encode());
+    assert_eq!(got, want);
+    assert!(a.state().chain(&chain).is_some());
+    // The memory store keeps the same records.
+    let mut m = Authz::new(MemoryStore::new(), w.doc, me);
+    let mut items = setup_items;
+    items.push(held.encode());
+    m.ingest(items).unwrap();
+    let got_m: Vec<Vec<u8>> = m
+        .proof_entries()
+        .unwrap()
+        .iter()
+        .map(Entry::encode)
+        .collect();
+    assert_eq!(got_m, want);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(12),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn a_reopened_replica_equals_a_never_closed_one(
+        steps in prop::collection::vec((0u8..4, 0u8..4, any::<u8>(), any::<u8>(), 0u64..800), 1..20),
+        cutoff in prop::option::of(0u64..6),
+        seed in any::<u64>(),
+        reopen in 0usize..4,
+    ) {
+        let w = World::new();
+        let items = history(&steps, cutoff);
+        let batches = deliver(&items, seed);
+        let (reference, _) = run(MemoryStore::new(), w.doc, batches.clone());
+        let (reopened, _) = run_reopening(w.doc, batches, reopen, true);
+        prop_assert_eq!(reopened, reference);
+    }
+}

@@ -56,7 +56,7 @@ fn init(db: Connection) -> rusqlite::Result<bool> {
     let ro = FunctionFlags::SQLITE_UTF8;
     db.create_scalar_function(c"canopy_version", 0, det, |_| {
         Ok(format!(
-            "canopy {} (sqlite schema 1, op encoding {})",
+            "canopy {} (sqlite schema 2, op encoding {})",
             env!("CARGO_PKG_VERSION"),
             canopy_tree::VERSION
         ))

@@ -1,8 +1,9 @@
 //! The in-memory [`Store`]: the reference model other stores are property-tested against.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::id::{Lamport, LogKey, NodeId, OpId, ReplicaId};
 use crate::op::{Op, VersionVector};
@@ -29,6 +30,10 @@ enum Journal {
     LogUpdated(Box<(OpId, Effect, Vec<Undo>)>),
     PendingInserted(Box<(OpId, OpId)>),
     PendingTaken(Box<(OpId, Vec<Op>)>),
+    /// The last document entry was inserted.
+    DocEntryInserted,
+    /// A held op was inserted or removed: its id and the op held before.
+    Held(OpId, Option<Box<Op>>),
 }
 
 /// A [`Store`] held in memory (hash maps and ordered indexes). Never fails.
@@ -55,6 +60,10 @@ pub struct MemoryStore {
     replicas: FxHashMap<ReplicaId, Vec<u32>>,
     pending: FxHashMap<OpId, Vec<Op>>,
     pending_awaits: FxHashMap<OpId, OpId>,
+    /// Document entries in arrival order, `(key, kind, bytes)`, and their keys.
+    doc_entries: Vec<([u8; 32], u8, Vec<u8>)>,
+    doc_keys: FxHashSet<[u8; 32]>,
+    held: BTreeMap<OpId, Op>,
     journal: Vec<Journal>,
     in_txn: bool,
 }
@@ -398,6 +407,45 @@ impl Store for MemoryStore {
         Ok(self.pending_awaits.len() as u64)
     }
 
+    fn doc_entry_insert(
+        &mut self,
+        key: &[u8; 32],
+        kind: u8,
+        bytes: &[u8],
+    ) -> Result<bool, Infallible> {
+        if !self.doc_keys.insert(*key) {
+            return Ok(false);
+        }
+        self.doc_entries.push((*key, kind, bytes.to_vec()));
+        self.record(Journal::DocEntryInserted);
+        Ok(true)
+    }
+
+    fn doc_entries(&self) -> Result<Vec<(u8, Vec<u8>)>, Infallible> {
+        Ok(self
+            .doc_entries
+            .iter()
+            .map(|(_, k, b)| (*k, b.clone()))
+            .collect())
+    }
+
+    fn held_insert(&mut self, op: &Op) -> Result<(), Infallible> {
+        let old = self.held.insert(op.id(), op.clone());
+        self.record(Journal::Held(op.id(), old.map(Box::new)));
+        Ok(())
+    }
+
+    fn held_remove(&mut self, id: OpId) -> Result<(), Infallible> {
+        if let Some(old) = self.held.remove(&id) {
+            self.record(Journal::Held(id, Some(Box::new(old))));
+        }
+        Ok(())
+    }
+
+    fn held_ops(&self) -> Result<Vec<Op>, Infallible> {
+        Ok(self.held.values().cloned().collect())
+    }
+
     #[inline]
     fn begin(&mut self) -> Result<(), Infallible> {
         self.journal.clear();
@@ -454,6 +502,17 @@ impl Store for MemoryStore {
                         self.pending_put(awaits, op);
                     }
                 }
+                Journal::DocEntryInserted => {
+                    if let Some((key, _, _)) = self.doc_entries.pop() {
+                        self.doc_keys.remove(&key);
+                    }
+                }
+                Journal::Held(id, old) => {
+                    match old {
+                        Some(op) => self.held.insert(id, *op),
+                        None => self.held.remove(&id),
+                    };
+                }
             }
         }
         Ok(())
@@ -487,8 +546,10 @@ mod tests {
             .filter_map(|i| s.entries.get(i as usize))
             .collect();
         format!(
-            "{placements:?}{payloads:?}{pending:?}{children:?}{log:?}{:?}",
-            s.frontier()
+            "{placements:?}{payloads:?}{pending:?}{children:?}{log:?}{:?}{:?}{:?}",
+            s.frontier(),
+            s.doc_entries,
+            s.held
         )
     }
 
@@ -524,6 +585,8 @@ mod tests {
         })
         .unwrap();
         s.pending_insert(OpId::new(r, 2), &op(3)).unwrap();
+        assert!(s.doc_entry_insert(&[1; 32], 0x10, b"a").unwrap());
+        s.held_insert(&op(5)).unwrap();
         s.commit().unwrap();
         let before = snapshot(&s);
 
@@ -548,10 +611,16 @@ mod tests {
         .unwrap();
         assert_eq!(s.pending_take(OpId::new(r, 2)).unwrap().len(), 1);
         s.pending_insert(OpId::new(r, 9), &op(10)).unwrap();
+        assert!(!s.doc_entry_insert(&[1; 32], 0x10, b"a").unwrap());
+        assert!(s.doc_entry_insert(&[2; 32], 0x12, b"b").unwrap());
+        s.held_remove(OpId::new(r, 5)).unwrap();
+        s.held_insert(&op(6)).unwrap();
         assert_ne!(snapshot(&s), before);
         s.rollback().unwrap();
         assert_eq!(snapshot(&s), before);
         assert_eq!(s.max_seq(r).unwrap(), 1);
         assert_eq!(s.pending_get(OpId::new(r, 3)).unwrap(), Some(op(3)));
+        assert_eq!(s.held_ops().unwrap(), vec![op(5)]);
+        assert_eq!(s.doc_entries().unwrap(), vec![(0x10, b"a".to_vec())]);
     }
 }

@@ -12,6 +12,7 @@
 //! # Ok::<(), canopy_tree::SqliteStoreError>(())
 //! ```
 
+mod entries;
 mod error;
 mod reads;
 mod replicas;
@@ -674,6 +675,26 @@ impl Store for SqliteStore {
             .prepare_cached("SELECT count(*) FROM pending")?
             .query_row([], |r| r.get(0))?;
         Ok(n as u64)
+    }
+
+    fn doc_entry_insert(&mut self, key: &[u8; 32], kind: u8, bytes: &[u8]) -> Result<bool> {
+        self.entries_insert(key, kind, bytes)
+    }
+
+    fn doc_entries(&self) -> Result<Vec<(u8, Vec<u8>)>> {
+        self.entries_all()
+    }
+
+    fn held_insert(&mut self, op: &Op) -> Result<()> {
+        self.held_put(op)
+    }
+
+    fn held_remove(&mut self, id: OpId) -> Result<()> {
+        self.held_delete(id)
+    }
+
+    fn held_ops(&self) -> Result<Vec<Op>> {
+        self.held_all()
     }
 
     fn begin(&mut self) -> Result<()> {

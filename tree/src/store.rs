@@ -218,6 +218,29 @@ pub trait Store {
     /// Number of parked ops.
     fn pending_len(&self) -> Result<u64, Self::Error>;
 
+    // ---- document entries and held ops (for a policy layer; opaque to the engine) ----
+
+    /// Adds a document entry of `kind` with `bytes` under `key` (a digest the caller derives
+    /// from the entry) unless an entry with that key is stored; returns whether it was added.
+    /// Entries are kept in arrival order. The engine never calls it: a policy layer (e.g. the
+    /// authorized apply's delegations, chains and revocations) writes its inputs here, inside
+    /// the transaction of the batch that brought them, so a reopened store still has them.
+    fn doc_entry_insert(
+        &mut self,
+        key: &[u8; 32],
+        kind: u8,
+        bytes: &[u8],
+    ) -> Result<bool, Self::Error>;
+    /// Every document entry as `(kind, bytes)`, in arrival order.
+    fn doc_entries(&self) -> Result<Vec<(u8, Vec<u8>)>, Self::Error>;
+    /// Holds `op` outside the log (waiting for something the engine does not know, such as a
+    /// proof); replaces a held op with the same id.
+    fn held_insert(&mut self, op: &Op) -> Result<(), Self::Error>;
+    /// Removes the held op `id` (nothing if it is not held).
+    fn held_remove(&mut self, id: OpId) -> Result<(), Self::Error>;
+    /// Every held op, in op-id order.
+    fn held_ops(&self) -> Result<Vec<Op>, Self::Error>;
+
     // ---- transactions ----
 
     /// Starts the transaction of one applied batch.

@@ -88,20 +88,7 @@ impl<S: Store, P: Policy> Tree<S, P> {
         &mut self,
         from: Lamport,
     ) -> Result<ApplyReport<P::Reason>, ApplyError<S::Error>> {
-        self.store.begin().map_err(ApplyError::Store)?;
-        match apply::redecide(&mut self.store, &self.policy, &mut self.scratch, from) {
-            Ok(report) => match self.store.commit() {
-                Ok(()) => Ok(report),
-                Err(e) => {
-                    let _ = self.store.rollback();
-                    Err(ApplyError::Store(e))
-                }
-            },
-            Err(e) => {
-                let _ = self.store.rollback();
-                Err(ApplyError::Store(e))
-            }
-        }
+        self.in_batch(|store, policy, scratch| apply::redecide(store, policy, scratch, from))
     }
 
     /// Applies a batch of ops from any replicas in one transaction.
@@ -114,10 +101,58 @@ impl<S: Store, P: Policy> Tree<S, P> {
         &mut self,
         ops: I,
     ) -> Result<ApplyReport<P::Reason>, ApplyError<S::Error>> {
+        self.in_batch(|store, policy, scratch| apply::run(store, policy, scratch, ops))
+    }
+
+    /// Runs `f` as one batch: `begin`, then `commit`, or `rollback` on any store error.
+    fn in_batch<R>(
+        &mut self,
+        f: impl FnOnce(&mut S, &P, &mut apply::Scratch) -> Result<R, S::Error>,
+    ) -> Result<R, ApplyError<S::Error>> {
         self.store.begin().map_err(ApplyError::Store)?;
-        match apply::run(&mut self.store, &self.policy, &mut self.scratch, ops) {
-            Ok(report) => match self.store.commit() {
-                Ok(()) => Ok(report),
+        let result = f(&mut self.store, &self.policy, &mut self.scratch)
+            .and_then(|r| self.store.commit().map(|()| r));
+        result.map_err(|e| {
+            let _ = self.store.rollback();
+            ApplyError::Store(e)
+        })
+    }
+
+    /// [`Tree::apply`] with more in the same transaction: `writes` runs first on the store
+    /// (e.g. a policy layer's [`Store::doc_entry_insert`] and [`Store::held_insert`] records
+    /// for the inputs this batch brought), then the batch applies, then, when `redecide_from`
+    /// is given, every logged op from that Lamport time on is re-decided as by
+    /// [`Tree::redecide_from`]. All of it commits together or, on a store error, not at all.
+    /// Returns the apply report and the re-decision's.
+    #[allow(clippy::type_complexity)]
+    pub fn apply_with<I, F>(
+        &mut self,
+        ops: I,
+        writes: F,
+        redecide_from: Option<Lamport>,
+    ) -> Result<(ApplyReport<P::Reason>, Option<ApplyReport<P::Reason>>), ApplyError<S::Error>>
+    where
+        I: IntoIterator<Item = Op>,
+        F: FnOnce(&mut S) -> Result<(), S::Error>,
+    {
+        self.store.begin().map_err(ApplyError::Store)?;
+        let result = (|| {
+            writes(&mut self.store)?;
+            let report = apply::run(&mut self.store, &self.policy, &mut self.scratch, ops)?;
+            let redecided = match redecide_from {
+                Some(from) => Some(apply::redecide(
+                    &mut self.store,
+                    &self.policy,
+                    &mut self.scratch,
+                    from,
+                )?),
+                None => None,
+            };
+            Ok((report, redecided))
+        })();
+        match result {
+            Ok(r) => match self.store.commit() {
+                Ok(()) => Ok(r),
                 Err(e) => {
                     let _ = self.store.rollback();
                     Err(ApplyError::Store(e))

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use canopy_tree::{
-    ApplyError, ChangeEvent, Lamport, NodeId, Op, OpId, OpReport, Outcome, Rejection, ReplicaId,
-    Store, Tree,
+    ApplyError, ChangeEvent, Lamport, LogKey, NodeId, Op, OpId, OpReport, Outcome, Rejection,
+    ReplicaId, Store, Tree,
 };
 use cid::Cid;
+use sha2::{Digest, Sha256};
 
 use super::{AuthzPolicy, AuthzState, ChainRef, Denial, Document, DocumentId, Entry, Missing};
 use super::{EntryDecodeError, Verdict};
@@ -205,16 +206,96 @@ pub struct Authz<S: Store> {
     tree: Tree<S, AuthzPolicy>,
     held: HashMap<Missing, Vec<Op>>,
     held_ids: HashMap<OpId, Missing>,
+    /// False after [`Authz::open`] over a non-empty log until the first-use times of the
+    /// logged ops' delegations were rebuilt (done once, when a revocation first arrives).
+    first_use_complete: bool,
+}
+
+/// Why [`Authz::open`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError<E: std::error::Error + 'static> {
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[source] E),
+    /// A stored document entry does not decode (the store is corrupt or not this version's).
+    #[error("stored document entry {index}: {source}")]
+    Entry {
+        /// Its place in arrival order.
+        index: usize,
+        /// Why.
+        source: EntryDecodeError,
+    },
+    /// A stored document entry is an op (ops are kept in the log or as held ops).
+    #[error("stored document entry {index} is an op")]
+    OpEntry {
+        /// Its place in arrival order.
+        index: usize,
+    },
+    /// A stored held op is unsigned (the store is corrupt).
+    #[error("held op {id} is unsigned")]
+    UnsignedHeld {
+        /// The op.
+        id: OpId,
+    },
+}
+
+/// A write the ingest of one batch makes beside the tree, in the batch's transaction.
+enum Write {
+    Entry([u8; 32], u8, Vec<u8>),
+    Hold(Op),
+    Release(OpId),
 }
 
 impl<S: Store> Authz<S> {
-    /// A replica of `document` over `store`, making local ops as `replica`.
+    /// A replica of `document` over a new, empty `store`, making local ops as `replica`. Use
+    /// [`Authz::open`] over a store that may hold a document already.
     pub fn new(store: S, document: Document, replica: ReplicaId) -> Self {
         Self {
             tree: Tree::with_policy(store, replica, AuthzPolicy::new(AuthzState::new(document))),
             held: HashMap::new(),
             held_ids: HashMap::new(),
+            first_use_complete: true,
         }
+    }
+
+    /// A replica of `document` over `store`, which may hold it from an earlier session: the
+    /// delegations, chains and revocations stored by earlier ingests are registered again, in
+    /// arrival order, and the ops held for unknown proofs are held again (`spec/caps.md`
+    /// §Persistence). Nothing is re-decided: the log's decisions were made with the same inputs.
+    pub fn open(
+        store: S,
+        document: Document,
+        replica: ReplicaId,
+    ) -> Result<Self, OpenError<S::Error>> {
+        let entries = store.doc_entries().map_err(OpenError::Store)?;
+        let held = store.held_ops().map_err(OpenError::Store)?;
+        let nonempty = store.log_len().map_err(OpenError::Store)? > 0;
+        let mut a = Self::new(store, document, replica);
+        a.first_use_complete = !nonempty;
+        for (index, (_, bytes)) in entries.iter().enumerate() {
+            match Entry::decode(bytes).map_err(|source| OpenError::Entry { index, source })? {
+                Entry::Delegation(d) => {
+                    a.state_mut().add_delegation(d.to_bytes().to_vec());
+                }
+                Entry::Chain(c) => {
+                    a.state_mut().add_chain(c);
+                }
+                Entry::Revocation(r) => a.state_mut().add_revocation(r),
+                Entry::Op(_) => return Err(OpenError::OpEntry { index }),
+            }
+        }
+        for op in held {
+            let Some(att) = op.attestation() else {
+                return Err(OpenError::UnsignedHeld { id: op.id() });
+            };
+            let chain = ChainRef::from_bytes(*att.chain());
+            // Proofs that arrived are applied with their batch, so a held op still misses one;
+            // if not (a store written by other code), the next ingest of any proof releases it.
+            let missing = a.state().missing(&chain).unwrap_or(Missing::Chain(chain));
+            a.hold(missing, op);
+        }
+        Ok(a)
     }
 
     /// The tree (reads).
@@ -244,29 +325,24 @@ impl<S: Store> Authz<S> {
         self.held_ids.len()
     }
 
-    /// Everything this replica knows besides the tree log, as entries in dependency order
-    /// (delegations, chains, revocations, then held ops): what a peer or a reopened store
-    /// needs re-ingested.
-    pub fn proof_entries(&self) -> Vec<Entry> {
-        let state = self.state();
+    /// Everything this replica knows besides the tree log, read from the store: the
+    /// delegations, chains and revocations in arrival order (so dependencies come first), then
+    /// the held ops. What a peer needs to decide this replica's ops.
+    pub fn proof_entries(&self) -> Result<Vec<Entry>, OpenError<S::Error>> {
+        let store = self.tree.store();
         let mut out = Vec::new();
-        for bytes in state.proofs.iter() {
-            if let Ok(d) = crate::Delegation::decode(bytes) {
-                out.push(Entry::Delegation(d));
-            }
+        for (index, (_, bytes)) in store
+            .doc_entries()
+            .map_err(OpenError::Store)?
+            .into_iter()
+            .enumerate()
+        {
+            out.push(Entry::decode(&bytes).map_err(|source| OpenError::Entry { index, source })?);
         }
-        for c in state.chains.values() {
-            if !c.is_empty() {
-                out.push(Entry::Chain(c.clone()));
-            }
+        for op in store.held_ops().map_err(OpenError::Store)? {
+            out.push(Entry::Op(op));
         }
-        for r in state.revocations.iter() {
-            out.push(Entry::Revocation(r.clone()));
-        }
-        for ops in self.held.values() {
-            out.extend(ops.iter().cloned().map(Entry::Op));
-        }
-        out
+        Ok(out)
     }
 
     /// Sync read filtering: may `reader`, holding `chain`, exercise the read `ability` on
@@ -320,22 +396,26 @@ impl<S: Store> Authz<S> {
         let mut ops: Vec<(usize, Op)> = Vec::new();
         let mut new_proofs: Vec<Missing> = Vec::new();
         let mut revoked: Vec<Cid> = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
 
         // 1. Proofs first; signature-checked ops are collected.
         for (i, e) in entries.into_iter().enumerate() {
             let r = match e {
                 Err(err) => Err(err),
                 Ok(Entry::Delegation(d)) => {
+                    writes.push(entry_write(&Entry::Delegation(d.clone())));
                     let cid = self.state_mut().add_delegation(d.to_bytes().to_vec());
                     new_proofs.push(Missing::Delegation(cid));
                     Ok(Accepted::Delegation { cid })
                 }
                 Ok(Entry::Chain(cids)) => {
+                    writes.push(entry_write(&Entry::Chain(cids.clone())));
                     let chain = self.state_mut().add_chain(cids);
                     new_proofs.push(Missing::Chain(chain));
                     Ok(Accepted::Chain { chain })
                 }
                 Ok(Entry::Revocation(r)) => {
+                    writes.push(entry_write(&Entry::Revocation(r.clone())));
                     let cid = r.cid();
                     revoked.push(*r.delegation());
                     self.state_mut().add_revocation(r);
@@ -384,6 +464,7 @@ impl<S: Store> Authz<S> {
                         missing,
                     }),
                     None => {
+                        writes.push(Write::Hold(op.clone()));
                         self.hold(missing, op.clone());
                         Ok(Accepted::Held {
                             id: op.id(),
@@ -404,7 +485,10 @@ impl<S: Store> Authz<S> {
                     ChainRef::from_bytes(*op.attestation().expect("held ops are signed").chain());
                 match self.state().missing(&chain) {
                     Some(still) => self.hold(still, op),
-                    None => to_apply.push((None, op)),
+                    None => {
+                        writes.push(Write::Release(op.id()));
+                        to_apply.push((None, op));
+                    }
                 }
             }
         }
@@ -416,8 +500,33 @@ impl<S: Store> Authz<S> {
             slots.push(slot);
             batch.push(op);
         }
+        // 5 (decided before the apply, run in its transaction). Revocations: re-decide from the
+        //    first logged op whose chain names a revoked delegation. Ops of this batch are
+        //    decided with the revocation already registered.
+        if !revoked.is_empty() && !self.first_use_complete {
+            self.rebuild_first_use().map_err(ApplyError::Store)?;
+        }
+        let from: Option<Lamport> = revoked
+            .iter()
+            .filter_map(|c| self.state().first_use(c))
+            .min();
         // `batch` is kept to report the evidence of an equivocation the tree rejects.
-        let report = self.tree.apply(batch.iter().cloned())?;
+        let (report, redecision) = self.tree.apply_with(
+            batch.iter().cloned(),
+            |store| {
+                for w in &writes {
+                    match w {
+                        Write::Entry(key, kind, bytes) => {
+                            store.doc_entry_insert(key, *kind, bytes)?;
+                        }
+                        Write::Hold(op) => store.held_insert(op)?,
+                        Write::Release(id) => store.held_remove(*id)?,
+                    }
+                }
+                Ok(())
+            },
+            from,
+        )?;
         let mut released = report.released;
         for ((slot, r), op) in slots.into_iter().zip(report.ops).zip(batch) {
             // Ops released from the hold report the tree's outcome as it is.
@@ -444,14 +553,8 @@ impl<S: Store> Authz<S> {
         }
         let mut events = report.events;
 
-        // 5. Revocations: re-decide from the first logged op whose chain names a revoked one.
-        let from: Option<Lamport> = revoked
-            .iter()
-            .filter_map(|c| self.state().first_use(c))
-            .min();
         let mut redecided = Vec::new();
-        if let Some(from) = from {
-            let r = self.tree.redecide_from(from)?;
+        if let Some(r) = redecision {
             redecided = r.ops;
             events.extend(r.events);
         }
@@ -464,6 +567,24 @@ impl<S: Store> Authz<S> {
             redecided,
             events,
         })
+    }
+
+    /// Rebuilds the first-use times of delegations from the whole log (once after
+    /// [`Authz::open`] over a non-empty log, before the first revocation is acted on).
+    fn rebuild_first_use(&mut self) -> Result<(), S::Error> {
+        let below = LogKey::new(Lamport::default(), ReplicaId::from_bytes([0; 32]));
+        let mut uses = Vec::new();
+        for e in self.tree.store().log_after(below)? {
+            if let Some(att) = e.op.attestation() {
+                uses.push((ChainRef::from_bytes(*att.chain()), e.op.lamport()));
+            }
+        }
+        // A (Lamport 0, zero key) op cannot exist: Lamport times start at 1.
+        for (chain, lamport) in uses {
+            self.state().note_use(&chain, lamport);
+        }
+        self.first_use_complete = true;
+        Ok(())
     }
 
     fn held_op(&self, id: OpId) -> Option<Op> {
@@ -484,6 +605,13 @@ impl<S: Store> Authz<S> {
         self.held_ids.insert(op.id(), missing);
         self.held.entry(missing).or_default().push(op);
     }
+}
+
+/// The store record of a document entry: keyed by the SHA-256 of its encoding, kind = its tag.
+fn entry_write(e: &Entry) -> Write {
+    let bytes = e.encode();
+    let key: [u8; 32] = Sha256::digest(&bytes).into();
+    Write::Entry(key, bytes[0], bytes)
 }
 
 fn equivocation(first: Op, second: Op) -> IngestError {

@@ -7,7 +7,7 @@ use super::SqliteStoreError;
 /// `PRAGMA application_id` of a Canopy document database ("Cnpy").
 pub(super) const APPLICATION_ID: i64 = 0x436e_7079;
 /// `PRAGMA user_version`: the schema version this code reads and writes.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Tables and indexes. One database holds one document.
 const DDL: &str = "
@@ -55,6 +55,22 @@ CREATE TABLE counts(name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO counts VALUES ('nodes', 0), ('ops', 0);
 ";
 
+/// Tables added by schema version 2 (a version-1 database is upgraded by creating them).
+const DDL_V2: &str = "
+CREATE TABLE doc_entries(
+    id    INTEGER PRIMARY KEY,
+    key   BLOB NOT NULL UNIQUE CHECK (length(key) = 32),
+    kind  INTEGER NOT NULL,
+    bytes BLOB NOT NULL
+);
+CREATE TABLE held(
+    replica BLOB NOT NULL CHECK (length(replica) = 32),
+    seq     INTEGER NOT NULL CHECK (seq >= 1),
+    op      BLOB NOT NULL,
+    PRIMARY KEY (replica, seq)
+) WITHOUT ROWID;
+";
+
 /// Creates the schema in an empty database, or checks that an existing one is ours and current.
 pub(super) fn init(conn: &Connection) -> Result<(), SqliteStoreError> {
     let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
@@ -65,7 +81,7 @@ pub(super) fn init(conn: &Connection) -> Result<(), SqliteStoreError> {
             return Err(SqliteStoreError::NotCanopy);
         }
         conn.execute_batch(&format!(
-            "SAVEPOINT canopy_schema; {DDL}
+            "SAVEPOINT canopy_schema; {DDL} {DDL_V2}
              PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};
              RELEASE canopy_schema;"
         ))?;
@@ -73,6 +89,13 @@ pub(super) fn init(conn: &Connection) -> Result<(), SqliteStoreError> {
     }
     if app != APPLICATION_ID {
         return Err(SqliteStoreError::NotCanopy);
+    }
+    if version == 1 {
+        conn.execute_batch(&format!(
+            "SAVEPOINT canopy_schema; {DDL_V2}
+             PRAGMA user_version = {SCHEMA_VERSION}; RELEASE canopy_schema;"
+        ))?;
+        return Ok(());
     }
     if version != SCHEMA_VERSION {
         return Err(SqliteStoreError::SchemaVersion {
