@@ -145,3 +145,34 @@ pub(crate) async fn write_loop<W>(
     }
     let _ = sink.flush().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_refuses_frames_beyond_its_bound_and_reserves_pay_first() {
+        let (q, mut rx) = outq();
+        let frame = vec![0u8; 1 << 20];
+        for _ in 0..16 {
+            assert!(q.push(frame.clone(), None));
+        }
+        assert_eq!(q.room(), 0);
+        assert!(!q.push(vec![1], None), "a full queue takes nothing more");
+        // writing a frame gives its room back
+        assert!(matches!(rx.rx.try_recv(), Ok(Outbound::Frame(f)) if f.len() == 1 << 20));
+        rx.room.add_permits(1 << 20);
+        // a reserve taken before reading pays for the answer; the unused rest returns on drop
+        let mut reserve = q.semaphore().try_acquire_many_owned(1000).unwrap();
+        assert!(q.push(vec![2; 600], Some(&mut reserve)));
+        assert_eq!(reserve.num_permits(), 400);
+        drop(reserve);
+        assert_eq!(q.room(), (1 << 20) - 600);
+        // a frame larger than the reserve takes the rest from free room, or nothing at all
+        let mut reserve = q.semaphore().try_acquire_many_owned(10).unwrap();
+        assert!(!q.push(vec![3; 2 << 20], Some(&mut reserve)));
+        assert_eq!(reserve.num_permits(), 0);
+        drop(reserve);
+        assert_eq!(q.room(), (1 << 20) - 600);
+    }
+}
