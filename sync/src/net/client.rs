@@ -114,7 +114,8 @@ impl Driver {
 /// [`PartialPeer`](crate::memory::PartialPeer)) with the server document at `request` (a URL
 /// such as `ws://127.0.0.1:7070/notes`, or a request carrying an `Authorization` header).
 ///
-/// Returns when the session finishes (at once after reconciling, unless both sides are live),
+/// Returns when the session finishes (after reconciling, unless both sides are live; once the
+/// server has closed its side too, so everything sent has been applied there),
 /// when `on_event` returns [`Flow::Stop`], or on failure. Every event is passed to `on_event`
 /// with the endpoint (to read the replica). Batches are applied as they arrive, so a sync cut
 /// short resumes where it stopped.
@@ -198,6 +199,20 @@ where
         }
         Err(ClientError::Closed { .. } | ClientError::Socket(_)) => {
             let _ = kill_tx.send(CloseReason::Done);
+        }
+        Ok(()) if d.report.finished => {
+            // the server closes once its side of the session is over too, i.e. after it has
+            // applied everything we sent: wait for that, so that returning means "the server
+            // has it"
+            let _ = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Some(m) = stream.next().await {
+                    if matches!(m, Ok(WsMessage::Close(_)) | Err(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+            d.q.close(CloseReason::Done);
         }
         _ => d.q.close(CloseReason::Done),
     }
