@@ -262,8 +262,9 @@ pub struct AuthzState {
     /// Requests a chain allowed, with the times at which the same verdict holds (a cache of
     /// [`AuthzState::authorize`]'s full check; see there for when it is bypassed).
     allowed: RefCell<HashMap<AllowKey, TimeWindow>>,
-    /// Lowest Lamport timestamp of a decided op whose chain names the delegation.
-    first_use: RefCell<HashMap<Cid, Lamport>>,
+    /// Lowest Lamport timestamp of a decided op under each chain (one hash look-up per decided
+    /// op; a delegation's first use is the minimum over the chains that name it).
+    first_use: RefCell<HashMap<ChainRef, Lamport>>,
     signer: Option<Signer>,
 }
 
@@ -338,19 +339,21 @@ impl AuthzState {
     }
 
     pub(crate) fn note_use(&self, chain: &ChainRef, lamport: Lamport) {
-        if let Some(cids) = self.chains.get(chain) {
-            let mut first = self.first_use.borrow_mut();
-            for c in cids {
-                let e = first.entry(*c).or_insert(lamport);
-                if lamport < *e {
-                    *e = lamport;
-                }
-            }
+        let mut first = self.first_use.borrow_mut();
+        let e = first.entry(*chain).or_insert(lamport);
+        if lamport < *e {
+            *e = lamport;
         }
     }
 
+    /// Lowest Lamport timestamp of a decided op whose chain names `cid`.
     pub(crate) fn first_use(&self, cid: &Cid) -> Option<Lamport> {
-        self.first_use.borrow().get(cid).copied()
+        self.first_use
+            .borrow()
+            .iter()
+            .filter(|(chain, _)| self.chains.get(chain).is_some_and(|c| c.contains(cid)))
+            .map(|(_, l)| *l)
+            .min()
     }
 
     /// What is missing to decide under `chain`, if anything.
