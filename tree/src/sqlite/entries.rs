@@ -126,7 +126,10 @@ mod tests {
         ]
     }
 
-    fn run<S: Store>(s: &mut S, steps: &[Step]) -> (Vec<bool>, Vec<(u8, Vec<u8>)>, Vec<Op>) {
+    /// Whether each entry insert added a row; the entries; the held ops.
+    type Records = (Vec<bool>, Vec<(u8, Vec<u8>)>, Vec<Op>);
+
+    fn run<S: Store>(s: &mut S, steps: &[Step]) -> Records {
         let mut added = Vec::new();
         s.begin().unwrap();
         for st in steps {
