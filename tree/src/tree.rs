@@ -135,34 +135,15 @@ impl<S: Store, P: Policy> Tree<S, P> {
         I: IntoIterator<Item = Op>,
         F: FnOnce(&mut S) -> Result<(), S::Error>,
     {
-        self.store.begin().map_err(ApplyError::Store)?;
-        let result = (|| {
-            writes(&mut self.store)?;
-            let report = apply::run(&mut self.store, &self.policy, &mut self.scratch, ops)?;
+        self.in_batch(|store, policy, scratch| {
+            writes(store)?;
+            let report = apply::run(store, policy, scratch, ops)?;
             let redecided = match redecide_from {
-                Some(from) => Some(apply::redecide(
-                    &mut self.store,
-                    &self.policy,
-                    &mut self.scratch,
-                    from,
-                )?),
+                Some(from) => Some(apply::redecide(store, policy, scratch, from)?),
                 None => None,
             };
             Ok((report, redecided))
-        })();
-        match result {
-            Ok(r) => match self.store.commit() {
-                Ok(()) => Ok(r),
-                Err(e) => {
-                    let _ = self.store.rollback();
-                    Err(ApplyError::Store(e))
-                }
-            },
-            Err(e) => {
-                let _ = self.store.rollback();
-                Err(ApplyError::Store(e))
-            }
-        }
+        })
     }
 
     // ---- reads ----
