@@ -265,6 +265,36 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Why bytes do not start with a canonical unsigned LEB128 varint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum VarintError {
+    /// The input ended inside the varint.
+    Truncated,
+    /// More bytes than the value needs (a trailing zero group).
+    Overlong,
+    /// The value does not fit in 64 bits.
+    Overflow,
+}
+
+/// Reads the canonical unsigned LEB128 varint at the front of `b`: its value and length.
+pub(crate) fn read_varint(b: &[u8]) -> Result<(u64, usize), VarintError> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let byte = *b.get(i).ok_or(VarintError::Truncated)?;
+        if i == 9 && byte > 1 {
+            return Err(VarintError::Overflow);
+        }
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if i > 0 && byte == 0 {
+                return Err(VarintError::Overlong);
+            }
+            return Ok((v, i + 1));
+        }
+    }
+    Err(VarintError::Overflow)
+}
+
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
@@ -295,21 +325,13 @@ impl<'a> Reader<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, DecodeError> {
-        let mut v = 0u64;
-        for i in 0..10 {
-            let byte = self.u8()?;
-            if i == 9 && byte > 1 {
-                return Err(DecodeError::VarintOverflow);
-            }
-            v |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                if i > 0 && byte == 0 {
-                    return Err(DecodeError::VarintOverlong);
-                }
-                return Ok(v);
-            }
-        }
-        Err(DecodeError::VarintOverflow)
+        let (v, used) = read_varint(self.b).map_err(|e| match e {
+            VarintError::Truncated => DecodeError::Truncated,
+            VarintError::Overlong => DecodeError::VarintOverlong,
+            VarintError::Overflow => DecodeError::VarintOverflow,
+        })?;
+        self.b = &self.b[used..];
+        Ok(v)
     }
 
     fn position(&mut self) -> Result<Position, DecodeError> {

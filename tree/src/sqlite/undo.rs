@@ -8,6 +8,7 @@
 //! ```
 //! Node ids are 16 bytes, varints are unsigned LEB128 (at most 10 bytes, minimal not required).
 
+use crate::codec::{put_varint, read_varint, VarintError};
 use crate::id::{NodeId, OpId, ReplicaId};
 use crate::position::Position;
 use crate::store::{PayloadRecord, Placement, Undo};
@@ -23,20 +24,12 @@ pub enum UndoDecodeError {
     /// A tag or presence byte had an unknown value.
     #[error("unknown tag {tag:#04x} at byte {offset}")]
     Tag { tag: u8, offset: usize },
-    /// A varint was longer than 10 bytes or overflowed 64 bits.
+    /// A varint was not minimal, was longer than 10 bytes or overflowed 64 bits.
     #[error("bad varint at byte {offset}")]
     Varint { offset: usize },
     /// A sequence number was 0.
     #[error("zero sequence number at byte {offset}")]
     ZeroSeq { offset: usize },
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 fn put_op_id(out: &mut Vec<u8>, id: &OpId) {
@@ -101,20 +94,13 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn varint(&mut self) -> Result<u64, UndoDecodeError> {
-        let start = self.at;
-        let mut v: u64 = 0;
-        for i in 0..10 {
-            let b = self.byte()?;
-            let part = u64::from(b & 0x7f);
-            if i == 9 && part > 1 {
-                return Err(UndoDecodeError::Varint { offset: start });
-            }
-            v |= part << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(UndoDecodeError::Varint { offset: start })
+        let offset = self.at;
+        let (v, used) = read_varint(&self.b[offset..]).map_err(|e| match e {
+            VarintError::Truncated => UndoDecodeError::Truncated { offset },
+            VarintError::Overlong | VarintError::Overflow => UndoDecodeError::Varint { offset },
+        })?;
+        self.at += used;
+        Ok(v)
     }
     fn node(&mut self) -> Result<NodeId, UndoDecodeError> {
         let mut a = [0u8; 16];
