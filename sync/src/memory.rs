@@ -167,23 +167,8 @@ pub fn pump<A: Endpoint, B: Endpoint>(
     b: &mut B,
     cut_after: Option<u64>,
 ) -> Result<PumpStats, PumpError<A::Error, B::Error>> {
-    let mut stats = PumpStats::default();
-    let mut sa = Side {
-        queue: VecDeque::new(),
-        finished: false,
-    };
-    let mut sb = Side {
-        queue: VecDeque::new(),
-        finished: false,
-    };
-    if let Some(e) = take(a.start(), 1, &mut sa, &mut stats.events_a) {
-        return Err(PumpError::A(e));
-    }
-    if let Some(e) = take(b.start(), 1, &mut sb, &mut stats.events_b) {
-        return Err(PumpError::B(e));
-    }
-    run(a, b, &mut sa, &mut sb, &mut stats, cut_after)?;
-    Ok(stats)
+    let (first_a, first_b) = (a.start(), b.start());
+    exchange(a, b, first_a, first_b, cut_after)
 }
 
 /// Live mode: lets both sessions send what is ready (e.g. after local ops) and delivers until
@@ -191,6 +176,18 @@ pub fn pump<A: Endpoint, B: Endpoint>(
 pub fn settle<A: Endpoint, B: Endpoint>(
     a: &mut A,
     b: &mut B,
+) -> Result<PumpStats, PumpError<A::Error, B::Error>> {
+    let (first_a, first_b) = (a.poll(), b.poll());
+    exchange(a, b, first_a, first_b, None)
+}
+
+/// Queues each side's first outcome, then delivers until quiet (or the cut).
+fn exchange<A: Endpoint, B: Endpoint>(
+    a: &mut A,
+    b: &mut B,
+    first_a: Outcome<A::Error>,
+    first_b: Outcome<B::Error>,
+    cut_after: Option<u64>,
 ) -> Result<PumpStats, PumpError<A::Error, B::Error>> {
     let mut stats = PumpStats::default();
     let mut sa = Side {
@@ -201,13 +198,13 @@ pub fn settle<A: Endpoint, B: Endpoint>(
         queue: VecDeque::new(),
         finished: false,
     };
-    if let Some(e) = take(a.poll(), 1, &mut sa, &mut stats.events_a) {
+    if let Some(e) = take(first_a, 1, &mut sa, &mut stats.events_a) {
         return Err(PumpError::A(e));
     }
-    if let Some(e) = take(b.poll(), 1, &mut sb, &mut stats.events_b) {
+    if let Some(e) = take(first_b, 1, &mut sb, &mut stats.events_b) {
         return Err(PumpError::B(e));
     }
-    run(a, b, &mut sa, &mut sb, &mut stats, None)?;
+    run(a, b, &mut sa, &mut sb, &mut stats, cut_after)?;
     Ok(stats)
 }
 
