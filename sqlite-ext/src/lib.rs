@@ -94,12 +94,7 @@ fn init(db: Connection) -> rusqlite::Result<bool> {
         })
     })?;
     db.create_scalar_function(c"canopy_move", -1, rw, |ctx| {
-        local(ctx, "canopy_move", 3..=5, |t, c| {
-            let node = node_arg(c, "canopy_move", 1, "node")?;
-            let parent = node_arg(c, "canopy_move", 2, "parent")?;
-            let place = place_args(c, "canopy_move", 3)?;
-            Ok(t.move_node(node, parent, place)?)
-        })
+        relocate(ctx, "canopy_move", Tree::move_node)
     })?;
     db.create_scalar_function(c"canopy_delete", 2, rw, |ctx| {
         local(ctx, "canopy_delete", 2..=2, |t, c| {
@@ -107,12 +102,7 @@ fn init(db: Connection) -> rusqlite::Result<bool> {
         })
     })?;
     db.create_scalar_function(c"canopy_restore", -1, rw, |ctx| {
-        local(ctx, "canopy_restore", 3..=5, |t, c| {
-            let node = node_arg(c, "canopy_restore", 1, "node")?;
-            let parent = node_arg(c, "canopy_restore", 2, "parent")?;
-            let place = place_args(c, "canopy_restore", 3)?;
-            Ok(t.restore(node, parent, place)?)
-        })
+        relocate(ctx, "canopy_restore", Tree::restore)
     })?;
     db.create_scalar_function(c"canopy_set_payload", 3, rw, |ctx| {
         local(ctx, "canopy_set_payload", 3..=3, |t, c| {
@@ -402,6 +392,29 @@ impl Aggregate<Vec<Op>, i64> for ApplyBatch {
 }
 
 /// A local op by the replica in argument 1; returns the encoded op (to send to peers).
+/// `FUNC(node, parent [, place [, sibling]])`: the local op `op` (`Tree::move_node` for
+/// `canopy_move`, `Tree::restore` for `canopy_restore`).
+fn relocate<E>(
+    ctx: &Context<'_>,
+    func: &'static str,
+    op: fn(
+        &mut Tree<SqliteStore>,
+        NodeId,
+        NodeId,
+        Place,
+    ) -> Result<canopy_tree::LocalOp<std::convert::Infallible>, E>,
+) -> rusqlite::Result<Vec<u8>>
+where
+    LocalOrArg: From<E>,
+{
+    local(ctx, func, 3..=5, |t, c| {
+        let node = node_arg(c, func, 1, "node")?;
+        let parent = node_arg(c, func, 2, "parent")?;
+        let place = place_args(c, func, 3)?;
+        Ok(op(t, node, parent, place)?)
+    })
+}
+
 fn local(
     ctx: &Context<'_>,
     func: &'static str,
