@@ -49,11 +49,16 @@
 use std::fmt;
 use std::str::FromStr;
 
+mod auth;
 mod client;
 mod docs;
 mod queue;
 mod server;
 
+pub use auth::{
+    invocation_fields, AuthError, Authenticated, Authenticator, Credential, CredentialDecodeError,
+    SyncCommand, CREDENTIAL_VERSION, MAX_CREDENTIAL_BYTES, MAX_SKEW_SECS, MAX_WINDOW_SECS,
+};
 pub use client::{sync, ClientError, Flow, SyncReport};
 pub use docs::{Documents, MemoryDocuments, OpenError, SqliteDocuments};
 pub use server::{serve, Admit, AdmitError, OpenAccess, ServerConfig};
