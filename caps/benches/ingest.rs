@@ -166,7 +166,7 @@ fn main() {
     // Authorized ingest into a SQLite file.
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("doc.db")).unwrap();
-    let mut authz = Authz::new(store, doc, ReplicaId::from_bytes([0xee; 32]));
+    let mut authz = Authz::new(store, doc, ReplicaId::from_bytes([0xee; 32])).unwrap();
     let r = authz.ingest(&setup).unwrap();
     assert!(r.items.iter().all(|i| i.is_ok()));
     let t = Instant::now();
@@ -196,7 +196,7 @@ fn main() {
     // The same, pipelined: a worker thread checks batch k+1 (`Verified::check`) while the main
     // thread applies batch k (`Authz::ingest_verified`).
     let store = SqliteStore::open(dir.path().join("doc2.db")).unwrap();
-    let mut authz = Authz::new(store, doc, ReplicaId::from_bytes([0xee; 32]));
+    let mut authz = Authz::new(store, doc, ReplicaId::from_bytes([0xee; 32])).unwrap();
     authz.ingest(&setup).unwrap();
     let id = doc.id();
     let t = Instant::now();

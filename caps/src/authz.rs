@@ -27,7 +27,7 @@ use crate::{Did, Proofs, Revocation, Revocations, SecretKey, Verifier, VerifyErr
 mod entry;
 mod ingest;
 
-pub use entry::{Entry, EntryDecodeError, MAX_ENTRY_BYTES};
+pub use entry::{Entry, EntryDecodeError, GenesisError, MAX_ENTRY_BYTES};
 pub use ingest::{
     Accepted, Authz, Equivocation, IngestError, IngestReport, OpenError, Verified, MAX_HELD,
 };

@@ -74,8 +74,8 @@ mod verify;
 
 pub use authz::{
     chain_ref, sign_op, signing_input, Accepted, Authz, AuthzPolicy, AuthzState, ChainRef, Denial,
-    Document, DocumentId, Entry, EntryDecodeError, Equivocation, IngestError, IngestReport,
-    Missing, OpenError, SignError, Verdict, Verified, MAX_ENTRY_BYTES, MAX_HELD,
+    Document, DocumentId, Entry, EntryDecodeError, Equivocation, GenesisError, IngestError,
+    IngestReport, Missing, OpenError, SignError, Verdict, Verified, MAX_ENTRY_BYTES, MAX_HELD,
     OP_SIGNATURE_DOMAIN,
 };
 pub use cid::Cid;

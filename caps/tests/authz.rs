@@ -147,11 +147,11 @@ fn both(test: &dyn Fn(Mk<'_>)) {
     let doc = w.doc;
     let replica = rid(&key(200));
     test(&move || {
-        let mut a = Authz::new(MemoryStore::new(), doc, replica);
+        let mut a = Authz::new(MemoryStore::new(), doc, replica).unwrap();
         Box::new(move |items| a.ingest(items).unwrap())
     });
     test(&move || {
-        let mut a = Authz::new(SqliteStore::open_in_memory().unwrap(), doc, replica);
+        let mut a = Authz::new(SqliteStore::open_in_memory().unwrap(), doc, replica).unwrap();
         Box::new(move |items| a.ingest(items).unwrap())
     });
 }
@@ -475,7 +475,7 @@ fn equivocation_is_reported_with_both_ops() {
 fn reads_are_filtered_by_the_same_authorize() {
     let w = World::new();
     let (alice, reader) = (key(2), key(5));
-    let mut a = Authz::new(MemoryStore::new(), w.doc, rid(&key(200)));
+    let mut a = Authz::new(MemoryStore::new(), w.doc, rid(&key(200))).unwrap();
     let (items, _, _) = setup(&w, &alice);
     a.ingest(items).unwrap();
     let g = w.grant(&w.owner, &reader, Ability::Read, n(0xf), &[n(0x5)], None, 7);
@@ -500,10 +500,10 @@ fn reads_are_filtered_by_the_same_authorize() {
 fn local_ops_are_signed_and_decided() {
     let w = World::new();
     let alice = key(2);
-    let mut owner_side = Authz::new(MemoryStore::new(), w.doc, rid(&w.owner));
+    let mut owner_side = Authz::new(MemoryStore::new(), w.doc, rid(&w.owner)).unwrap();
     let (items, chain, _) = setup(&w, &alice);
     owner_side.ingest(items.clone()).unwrap();
-    let mut alice_side = Authz::new(MemoryStore::new(), w.doc, rid(&alice));
+    let mut alice_side = Authz::new(MemoryStore::new(), w.doc, rid(&alice)).unwrap();
     alice_side.ingest(items).unwrap();
     alice_side.state_mut().set_signer(key(2), chain, 100);
     let made = alice_side
@@ -531,7 +531,7 @@ fn run<S: Store>(
     doc: Document,
     batches: Vec<Vec<Vec<u8>>>,
 ) -> (Snapshot, Vec<canopy_tree::OpReport<Denial>>) {
-    let mut a = Authz::new(store, doc, rid(&key(200)));
+    let mut a = Authz::new(store, doc, rid(&key(200))).unwrap();
     let mut redecided = Vec::new();
     for batch in batches {
         let r = a.ingest(batch).unwrap();
@@ -866,7 +866,7 @@ fn cached_allows_respect_time_bounds_and_revocations() {
         },
         vec![4; 12],
     );
-    let mut a = Authz::new(MemoryStore::new(), w.doc, rid(&key(200)));
+    let mut a = Authz::new(MemoryStore::new(), w.doc, rid(&key(200))).unwrap();
     let (pubs, chain) = w.publish(&[&g]);
     a.ingest(pubs).unwrap();
     let ask = |a: &Authz<MemoryStore>, t: u64, seq: u64| {
@@ -971,7 +971,7 @@ fn held_ops_are_checked_for_equivocation_and_weak_keys_are_refused() {
 #[test]
 fn malformed_and_badly_signed_delegations_are_typed() {
     let w = World::new();
-    let mut a = Authz::new(MemoryStore::new(), w.doc, rid(&key(200)));
+    let mut a = Authz::new(MemoryStore::new(), w.doc, rid(&key(200))).unwrap();
     let g = w.grant(&w.owner, &key(2), Ability::Write, n(0xf), &[], None, 1);
     let mut tampered = Entry::Delegation(g.clone()).encode();
     let at = tampered.len() - 10; // inside the signed payload
@@ -1001,7 +1001,7 @@ fn run_reopening(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.sqlite");
     let me = rid(&key(200));
-    let mut a = Authz::new(SqliteStore::open(&path).unwrap(), doc, me);
+    let mut a = Authz::new(SqliteStore::open(&path).unwrap(), doc, me).unwrap();
     let mut reports = Vec::new();
     for (i, batch) in batches.into_iter().enumerate() {
         reports.push(a.ingest(batch).unwrap());
@@ -1109,7 +1109,7 @@ fn proof_entries_come_from_the_store_in_arrival_order() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("doc.sqlite");
     let me = rid(&key(200));
-    let mut a = Authz::new(SqliteStore::open(&path).unwrap(), w.doc, me);
+    let mut a = Authz::new(SqliteStore::open(&path).unwrap(), w.doc, me).unwrap();
     let held = w.op(
         &alice,
         1,
@@ -1132,12 +1132,14 @@ fn proof_entries_come_from_the_store_in_arrival_order() {
         .iter()
         .map(Entry::encode)
         .collect();
-    let mut want: Vec<Vec<u8>> = setup_items.iter().filter(|i| i[0] != 2).cloned().collect();
+    // The genesis comes first.
+    let mut want: Vec<Vec<u8>> = vec![Entry::Genesis(w.doc).encode()];
+    want.extend(setup_items.iter().filter(|i| i[0] != 2).cloned());
     want.push(held.encode());
     assert_eq!(got, want);
     assert!(a.state().chain(&chain).is_some());
     // The memory store keeps the same records.
-    let mut m = Authz::new(MemoryStore::new(), w.doc, me);
+    let mut m = Authz::new(MemoryStore::new(), w.doc, me).unwrap();
     let mut items = setup_items;
     items.push(held.encode());
     m.ingest(items).unwrap();

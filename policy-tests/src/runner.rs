@@ -371,7 +371,7 @@ impl<E: std::error::Error> From<E> for Broken {
 
 fn deliver<S: Store>(s: &Scenario, m: &Minted, store: S, order: &[Item]) -> Result<Final, Broken> {
     let observer = ReplicaId::from_bytes(*principal_key("observer").did().public_key());
-    let mut replica = Authz::new(store, m.document, observer);
+    let mut replica = Authz::new(store, m.document, observer)?;
     // The ingest result of each delivered op, by op index (a tampered op shares its id).
     let mut last: BTreeMap<usize, Result<Accepted, IngestError>> = BTreeMap::new();
     // The last reported denial reason of each op (exact for the total-order replica, where

@@ -2,21 +2,25 @@
 //! §Document entries).
 //!
 //! ```text
-//! entry      = op | delegation | chain | revocation
-//! op         = the tree codec's version 1 or 2 encoding (first byte 1 or 2)
-//! delegation = 0x10 envelope            (a UCAN delegation, DAG-CBOR)
-//! chain      = 0x11 count:u8 (len:u8 cid:[len]){count}
-//! revocation = 0x12 envelope            (a revocation record, DAG-CBOR)
+//! entry        = op | delegation | chain | revocation | genesis
+//! op           = the tree codec's version 1 or 2 encoding (first byte 1 or 2)
+//! delegation   = 0x10 envelope            (a UCAN delegation, DAG-CBOR)
+//! chain        = 0x11 count:u8 (len:u8 cid:[len]){count}
+//! revocation   = 0x12 envelope            (a revocation record, DAG-CBOR)
+//! genesis      = 0x13 owner:[32] nonce:[16]
 //! ```
 
 use canopy_tree::Op;
 use cid::Cid;
 
-use crate::{DecodeError, Delegation, Revocation, RevocationError};
+use super::{Document, DocumentId};
+use crate::{DecodeError, Delegation, Did, Revocation, RevocationError};
 
 const TAG_DELEGATION: u8 = 0x10;
 const TAG_CHAIN: u8 = 0x11;
 const TAG_REVOCATION: u8 = 0x12;
+/// The tag of a genesis entry.
+pub(crate) const TAG_GENESIS: u8 = 0x13;
 
 /// Largest accepted entry, in bytes (an op with the tree codec's largest payload fits).
 pub const MAX_ENTRY_BYTES: usize = (1 << 20) + 4096;
@@ -33,6 +37,46 @@ pub enum Entry {
     Chain(Vec<Cid>),
     /// A revocation record.
     Revocation(Revocation),
+    /// The document itself (owner and nonce, from which its id is derived): the first entry of
+    /// every authorized store, so a peer that receives it can check the [`DocumentId`] it asked
+    /// for ([`Document::from_genesis`]).
+    Genesis(Document),
+}
+
+impl Document {
+    /// The document named by a genesis entry's bytes, if it is `expected` — how a replica that
+    /// asked a peer for document `expected` learns its owner and nonce (the id is derived from
+    /// them, so a peer cannot substitute another owner).
+    pub fn from_genesis(bytes: &[u8], expected: &DocumentId) -> Result<Document, GenesisError> {
+        match Entry::decode(bytes)? {
+            Entry::Genesis(d) if d.id() == *expected => Ok(d),
+            Entry::Genesis(d) => Err(GenesisError::WrongDocument {
+                expected: *expected,
+                found: d.id(),
+            }),
+            _ => Err(GenesisError::NotGenesis),
+        }
+    }
+}
+
+/// Why bytes are not the genesis of an expected document ([`Document::from_genesis`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenesisError {
+    /// Not an entry.
+    #[error("decode: {0}")]
+    Decode(#[from] EntryDecodeError),
+    /// An entry, but not a genesis.
+    #[error("not a genesis entry")]
+    NotGenesis,
+    /// The genesis of another document.
+    #[error("genesis of document {found}, not {expected}")]
+    WrongDocument {
+        /// The document asked for.
+        expected: DocumentId,
+        /// The genesis's.
+        found: DocumentId,
+    },
 }
 
 /// Why bytes are not a document entry.
@@ -66,6 +110,9 @@ pub enum EntryDecodeError {
     /// A chain list that is truncated, has a bad CID or trailing bytes.
     #[error("malformed chain list")]
     Chain,
+    /// A genesis entry of the wrong length or whose owner is not an Ed25519 public key.
+    #[error("malformed genesis")]
+    Genesis,
 }
 
 impl Entry {
@@ -82,6 +129,13 @@ impl Entry {
                     out.push(b.len() as u8);
                     out.extend_from_slice(&b);
                 }
+                out
+            }
+            Entry::Genesis(d) => {
+                let mut out = Vec::with_capacity(GENESIS_LEN);
+                out.push(TAG_GENESIS);
+                out.extend_from_slice(d.owner().public_key());
+                out.extend_from_slice(d.nonce());
                 out
             }
         }
@@ -121,10 +175,29 @@ impl Entry {
                 }
                 Ok(Entry::Chain(cids))
             }
+            TAG_GENESIS => {
+                if bytes.len() != GENESIS_LEN {
+                    return Err(EntryDecodeError::Genesis);
+                }
+                let owner: [u8; 32] = rest[..32].try_into().expect("32 bytes");
+                let nonce: [u8; 16] = rest[32..].try_into().expect("16 bytes");
+                // An owner that is not a usable key could never sign: not a document.
+                match ed25519_dalek::VerifyingKey::from_bytes(&owner) {
+                    Ok(k) if !k.is_weak() => {}
+                    _ => return Err(EntryDecodeError::Genesis),
+                }
+                Ok(Entry::Genesis(Document::new(
+                    Did::from_public_key(owner),
+                    nonce,
+                )))
+            }
             tag => Err(EntryDecodeError::UnknownTag { tag }),
         }
     }
 }
+
+/// Length of a genesis entry: tag, owner key, nonce.
+const GENESIS_LEN: usize = 1 + 32 + 16;
 
 fn tagged(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 1);

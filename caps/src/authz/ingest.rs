@@ -84,6 +84,14 @@ pub enum IngestError {
     /// Another signed op with the same id is known.
     #[error("equivocation by {}", .0.second.id())]
     Equivocation(Box<Equivocation>),
+    /// The genesis of another document.
+    #[error("genesis of document {found}, not {expected}")]
+    WrongGenesis {
+        /// This document.
+        expected: DocumentId,
+        /// The entry's.
+        found: DocumentId,
+    },
     /// The op's proofs are unknown and [`MAX_HELD`] ops are already held: send the proofs
     /// first.
     #[error("op {id}: proof {missing} unknown and the hold is full")]
@@ -132,6 +140,11 @@ pub enum Accepted {
         /// Its CID.
         cid: Cid,
     },
+    /// This document's genesis (already known: nothing to do).
+    Genesis {
+        /// The document.
+        document: DocumentId,
+    },
 }
 
 /// The result of [`Authz::ingest`].
@@ -163,7 +176,7 @@ pub struct IngestReport {
 /// let replica = |k: &SecretKey| ReplicaId::from_bytes(*k.did().public_key());
 ///
 /// // The owner makes a folder and lets Alice write inside it.
-/// let mut owner_side = Authz::new(MemoryStore::new(), doc, replica(&owner));
+/// let mut owner_side = Authz::new(MemoryStore::new(), doc, replica(&owner))?;
 /// owner_side.state_mut().set_signer(owner.clone(), chain_ref(&[]), 1_700_000_000);
 /// let folder = owner_side.tree_mut().create(NodeId::ROOT, Place::Last, None)?.op;
 /// let other = owner_side.tree_mut().create(NodeId::ROOT, Place::Last, None)?.op;
@@ -183,7 +196,7 @@ pub struct IngestReport {
 /// let proofs = [Entry::Delegation(grant.clone()), Entry::Chain(vec![grant.cid()])];
 ///
 /// // Alice's replica receives the owner's ops and the proofs, then writes.
-/// let mut alice_side = Authz::new(MemoryStore::new(), doc, replica(&alice));
+/// let mut alice_side = Authz::new(MemoryStore::new(), doc, replica(&alice))?;
 /// let mut items: Vec<Vec<u8>> = proofs.iter().map(Entry::encode).collect();
 /// items.extend([folder.encode(), other.encode()]);
 /// alice_side.ingest(&items)?;
@@ -211,13 +224,35 @@ pub struct Authz<S: Store> {
     first_use_complete: bool,
 }
 
-/// Why [`Authz::open`] failed.
+/// Why [`Authz::new`], [`Authz::open`] or [`Authz::open_stored`] failed, or why
+/// [`Authz::proof_entries`] could not read the store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError<E: std::error::Error + 'static> {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[source] E),
+    /// Writing the genesis failed (rolled back).
+    #[error("writing the genesis: {0}")]
+    Write(#[source] ApplyError<E>),
+    /// The store holds another document.
+    #[error("the store holds document {found}, not {expected}")]
+    WrongDocument {
+        /// The document asked for.
+        expected: DocumentId,
+        /// The stored genesis's.
+        found: DocumentId,
+    },
+    /// The store holds ops, entries or held ops but its first document entry is not a genesis
+    /// (written by code before genesis entries, or not an authorized store).
+    #[error("the store is not empty but has no genesis entry")]
+    NoGenesis,
+    /// [`Authz::open_stored`] over an empty store: there is no document to open.
+    #[error("the store is empty: no document to open")]
+    NoDocument,
+    /// [`Authz::new`] over a store that is not empty (use [`Authz::open`]).
+    #[error("the store is not empty")]
+    NotEmpty,
     /// A stored document entry does not decode (the store is corrupt or not this version's).
     #[error("stored document entry {index}: {source}")]
     Entry {
@@ -248,9 +283,37 @@ enum Write {
 }
 
 impl<S: Store> Authz<S> {
-    /// A replica of `document` over a new, empty `store`, making local ops as `replica`. Use
-    /// [`Authz::open`] over a store that may hold a document already.
-    pub fn new(store: S, document: Document, replica: ReplicaId) -> Self {
+    /// A replica of `document` over a new, empty `store`, making local ops as `replica`: records
+    /// the document's genesis entry as the store's first document entry (in a transaction of
+    /// the store). Fails with [`OpenError::NotEmpty`] if the store holds anything; use
+    /// [`Authz::open`] or [`Authz::open_stored`] for a store that may hold a document already.
+    pub fn new(
+        store: S,
+        document: Document,
+        replica: ReplicaId,
+    ) -> Result<Self, OpenError<S::Error>> {
+        let empty = store.log_len().map_err(OpenError::Store)? == 0
+            && store.pending_len().map_err(OpenError::Store)? == 0
+            && store.doc_entries().map_err(OpenError::Store)?.is_empty()
+            && store.held_ops().map_err(OpenError::Store)?.is_empty();
+        if !empty {
+            return Err(OpenError::NotEmpty);
+        }
+        let mut a = Self::bare(store, document, replica);
+        let Write::Entry(key, kind, bytes) = entry_write(&Entry::Genesis(document)) else {
+            unreachable!("entry_write makes entry writes")
+        };
+        a.tree
+            .apply_with(
+                std::iter::empty(),
+                |s| s.doc_entry_insert(&key, kind, &bytes).map(|_| ()),
+                None,
+            )
+            .map_err(OpenError::Write)?;
+        Ok(a)
+    }
+
+    fn bare(store: S, document: Document, replica: ReplicaId) -> Self {
         Self {
             tree: Tree::with_policy(store, replica, AuthzPolicy::new(AuthzState::new(document))),
             held: HashMap::new(),
@@ -260,20 +323,67 @@ impl<S: Store> Authz<S> {
     }
 
     /// A replica of `document` over `store`, which may hold it from an earlier session: the
-    /// delegations, chains and revocations stored by earlier ingests are registered again, in
+    /// store's genesis must be `document`'s ([`OpenError::WrongDocument`] otherwise,
+    /// [`OpenError::NoGenesis`] for a non-empty store without one); the delegations, chains,
+    /// revocations and equivocation evidence stored by earlier ingests are registered again, in
     /// arrival order, and the ops held for unknown proofs are held again (`spec/caps.md`
     /// §Persistence). Nothing is re-decided: the log's decisions were made with the same inputs.
+    /// An empty store is set up as by [`Authz::new`].
     pub fn open(
         store: S,
         document: Document,
         replica: ReplicaId,
     ) -> Result<Self, OpenError<S::Error>> {
+        Self::reopen(store, Some(document), replica)
+    }
+
+    /// A replica of the document whose genesis `store` holds (written by [`Authz::new`], or by
+    /// ingesting a peer's [`Authz::proof_entries`] into a store opened for the
+    /// [`Document`] checked with [`Document::from_genesis`]); otherwise as [`Authz::open`].
+    /// [`OpenError::NoDocument`] for an empty store, [`OpenError::NoGenesis`] for a non-empty
+    /// one without a genesis.
+    pub fn open_stored(store: S, replica: ReplicaId) -> Result<Self, OpenError<S::Error>> {
+        Self::reopen(store, None, replica)
+    }
+
+    fn reopen(
+        store: S,
+        expected: Option<Document>,
+        replica: ReplicaId,
+    ) -> Result<Self, OpenError<S::Error>> {
         let entries = store.doc_entries().map_err(OpenError::Store)?;
         let held = store.held_ops().map_err(OpenError::Store)?;
-        let nonempty = store.log_len().map_err(OpenError::Store)? > 0;
-        let mut a = Self::new(store, document, replica);
-        a.first_use_complete = !nonempty;
-        for (index, (_, bytes)) in entries.iter().enumerate() {
+        let log_len = store.log_len().map_err(OpenError::Store)?;
+        let nonempty = log_len > 0
+            || !entries.is_empty()
+            || !held.is_empty()
+            || store.pending_len().map_err(OpenError::Store)? > 0;
+        let document = match entries.first() {
+            None if !nonempty => {
+                return match expected {
+                    Some(d) => Self::new(store, d, replica),
+                    None => Err(OpenError::NoDocument),
+                }
+            }
+            None => return Err(OpenError::NoGenesis),
+            Some((_, bytes)) => match Entry::decode(bytes)
+                .map_err(|source| OpenError::Entry { index: 0, source })?
+            {
+                Entry::Genesis(d) => d,
+                _ => return Err(OpenError::NoGenesis),
+            },
+        };
+        if let Some(e) = expected {
+            if e != document {
+                return Err(OpenError::WrongDocument {
+                    expected: e.id(),
+                    found: document.id(),
+                });
+            }
+        }
+        let mut a = Self::bare(store, document, replica);
+        a.first_use_complete = log_len == 0;
+        for (index, (_, bytes)) in entries.iter().enumerate().skip(1) {
             match Entry::decode(bytes).map_err(|source| OpenError::Entry { index, source })? {
                 Entry::Delegation(d) => {
                     a.state_mut().add_delegation(d.to_bytes().to_vec());
@@ -282,6 +392,13 @@ impl<S: Store> Authz<S> {
                     a.state_mut().add_chain(c);
                 }
                 Entry::Revocation(r) => a.state_mut().add_revocation(r),
+                Entry::Genesis(d) if d == document => {}
+                Entry::Genesis(d) => {
+                    return Err(OpenError::WrongDocument {
+                        expected: document.id(),
+                        found: d.id(),
+                    })
+                }
                 Entry::Op(_) => return Err(OpenError::OpEntry { index }),
             }
         }
@@ -296,6 +413,12 @@ impl<S: Store> Authz<S> {
             a.hold(missing, op);
         }
         Ok(a)
+    }
+
+    /// The store, e.g. to reopen it with [`Authz::open_stored`] (ops held in memory are also in
+    /// the store).
+    pub fn into_store(self) -> S {
+        self.tree.into_store()
     }
 
     /// The tree (reads).
@@ -325,9 +448,10 @@ impl<S: Store> Authz<S> {
         self.held_ids.len()
     }
 
-    /// Everything this replica knows besides the tree log, read from the store: the
-    /// delegations, chains and revocations in arrival order (so dependencies come first), then
-    /// the held ops. What a peer needs to decide this replica's ops.
+    /// Everything this replica knows besides the tree log, read from the store: the genesis
+    /// first, then the delegations, chains and revocations in arrival order (so dependencies
+    /// come first), then the held ops. What a peer needs to learn the document (owner and
+    /// nonce: [`Document::from_genesis`]) and to decide this replica's ops.
     pub fn proof_entries(&self) -> Result<Vec<Entry>, OpenError<S::Error>> {
         let store = self.tree.store();
         let mut out = Vec::new();
@@ -421,6 +545,13 @@ impl<S: Store> Authz<S> {
                     self.state_mut().add_revocation(r);
                     Ok(Accepted::Revocation { cid })
                 }
+                Ok(Entry::Genesis(d)) if d == *self.state().document() => {
+                    Ok(Accepted::Genesis { document: doc })
+                }
+                Ok(Entry::Genesis(d)) => Err(IngestError::WrongGenesis {
+                    expected: doc,
+                    found: d.id(),
+                }),
                 Ok(Entry::Op(op)) if checked_for != doc => Err(IngestError::WrongDocument {
                     id: op.id(),
                     expected: doc,
