@@ -168,7 +168,7 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn load_key(path: &Path) -> anyhow::Result<SecretKey> {
+pub(crate) fn load_key(path: &Path) -> anyhow::Result<SecretKey> {
     SecretKey::from_key_file(&read(path)?).with_context(|| format!("key file {}", path.display()))
 }
 
@@ -184,7 +184,7 @@ fn parse_node(s: &str) -> anyhow::Result<NodeBytes> {
 }
 
 /// Token lines of a chain file, decoded from base64.
-fn read_chain(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+pub(crate) fn read_chain(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
     read(path)?
         .lines()
         .map(str::trim)

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod caps_cmd;
+mod doc_cmd;
 mod net_cmd;
 mod policy_cmd;
 
@@ -22,6 +23,9 @@ enum Command {
     Serve(net_cmd::ServeArgs),
     /// Sync a local replica (full, or of one subtree) with a server.
     Sync(net_cmd::SyncArgs),
+    /// A document's local replica: create one, add nodes, list children.
+    #[command(subcommand)]
+    Doc(doc_cmd::DocCmd),
     /// Run benchmarks and print their figures.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -47,6 +51,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => net_cmd::serve(args),
         Command::Sync(args) => net_cmd::sync(args),
+        Command::Doc(cmd) => doc_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Key(cmd) => caps_cmd::key(cmd),
         Command::Token(cmd) => caps_cmd::token(cmd),

@@ -49,7 +49,7 @@ pub struct SyncArgs {
 }
 
 /// The default data directory: `$XDG_DATA_HOME/canopy`, else `~/.local/share/canopy`.
-fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn data_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(d) = given {
         return Ok(d);
     }
