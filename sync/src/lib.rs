@@ -72,7 +72,12 @@ mod session;
 mod wire;
 
 pub use filter::{AllowAll, ReadFilter, SubtreeScope};
-pub use partial::{PartialError, PartialReplica, PartialViolation, SnapshotError};
+pub use partial::{
+    MemoryPartial, PartialError, PartialMeta, PartialReplica, PartialStore, PartialViolation,
+    SnapshotError, Subtree,
+};
+#[cfg(feature = "sqlite")]
+pub use partial::{SqlitePartial, SqlitePartialError};
 pub use session::{Event, Options, Outcome, PartialSession, Phase, Progress, Session, SyncError};
 pub use wire::{
     frontier_count, frontier_digest, gone_digest, ErrorCode, Message, Mode, NodeRecord, PathEntry,

@@ -5,12 +5,11 @@
 //! the connection after a given number of deliveries to test resumption.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 
 use canopy_tree::{Policy, Store, Tree};
 
 use crate::filter::ReadFilter;
-use crate::partial::PartialReplica;
+use crate::partial::{MemoryPartial, PartialReplica, PartialStore};
 use crate::session::{Event, Outcome, PartialSession, Session, SyncError};
 
 /// One side of an in-memory link: a session and the replica it drives.
@@ -64,20 +63,20 @@ impl<S: Store, P: Policy, F: ReadFilter> Endpoint for FullPeer<'_, S, P, F> {
     }
 }
 
-/// A partial replica's side.
+/// A partial replica's side (in memory by default, or any [`PartialStore`]).
 #[derive(Debug)]
-pub struct PartialPeer<'a> {
-    replica: &'a mut PartialReplica,
+pub struct PartialPeer<'a, S: PartialStore = MemoryPartial> {
+    replica: &'a mut PartialReplica<S>,
     session: PartialSession,
 }
 
-impl<'a> PartialPeer<'a> {
+impl<'a, S: PartialStore> PartialPeer<'a, S> {
     /// Pairs a partial replica with its session.
-    pub fn new(replica: &'a mut PartialReplica, session: PartialSession) -> Self {
+    pub fn new(replica: &'a mut PartialReplica<S>, session: PartialSession) -> Self {
         Self { replica, session }
     }
     /// The replica (for local ops between pumps in live mode).
-    pub fn replica(&mut self) -> &mut PartialReplica {
+    pub fn replica(&mut self) -> &mut PartialReplica<S> {
         self.replica
     }
     /// The session.
@@ -90,15 +89,15 @@ impl<'a> PartialPeer<'a> {
     }
 }
 
-impl Endpoint for PartialPeer<'_> {
-    type Error = Infallible;
-    fn start(&mut self) -> Outcome<Infallible> {
+impl<S: PartialStore> Endpoint for PartialPeer<'_, S> {
+    type Error = S::Error;
+    fn start(&mut self) -> Outcome<S::Error> {
         self.session.start(self.replica)
     }
-    fn receive(&mut self, bytes: &[u8]) -> Outcome<Infallible> {
+    fn receive(&mut self, bytes: &[u8]) -> Outcome<S::Error> {
         self.session.receive(self.replica, bytes)
     }
-    fn poll(&mut self) -> Outcome<Infallible> {
+    fn poll(&mut self) -> Outcome<S::Error> {
         self.session.poll(self.replica)
     }
 }

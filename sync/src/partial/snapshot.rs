@@ -9,30 +9,31 @@
 
 use canopy_tree::{NodeId, Op, ReplicaId};
 
-use super::{PartialReplica, SnapshotError};
+use super::{never, MemoryPartial, PartialError, PartialReplica, PartialStore, SnapshotError};
 use crate::wire::{put_record, put_varint, Message, Reader, WireError};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"cnpyPR01";
 
-impl PartialReplica {
+impl PartialReplica<MemoryPartial> {
     // ---- persistence ----
 
     /// A self-contained snapshot (scope, replica, last synced frontier, counters, path, nodes and
     /// own ops) to persist between sessions; [`PartialReplica::decode`] restores it.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = SNAPSHOT_MAGIC.to_vec();
-        out.extend_from_slice(self.scope.as_bytes());
-        out.extend_from_slice(self.replica.as_bytes());
+        let meta = &self.meta;
+        out.extend_from_slice(meta.scope.as_bytes());
+        out.extend_from_slice(meta.replica.as_bytes());
         let m = Message::Checkpoint {
-            frontier: self.since.clone(),
-            max_lamport: self.lamport,
+            frontier: meta.since.clone(),
+            max_lamport: meta.max_lamport,
         }
         .encode();
         put_bytes(&mut out, &m);
-        put_varint(&mut out, self.last_seq);
-        out.push(u8::from(self.tainted));
+        put_varint(&mut out, meta.last_seq);
+        out.push(u8::from(meta.tainted));
         let p = Message::Path {
-            entries: self.path.clone(),
+            entries: meta.path.clone(),
             total: 0,
             reset: false,
         }
@@ -64,30 +65,33 @@ impl PartialReplica {
                 frontier,
                 max_lamport,
             } => {
-                me.since = frontier;
-                me.lamport = max_lamport;
+                me.meta.since = frontier;
+                me.meta.max_lamport = max_lamport;
             }
             _ => return Err(SnapshotError::Magic),
         }
-        me.last_seq = r.varint()?;
-        me.tainted = match r.u8()? {
+        me.meta.last_seq = r.varint()?;
+        me.meta.tainted = match r.u8()? {
             0 => false,
             1 => true,
             _ => return Err(SnapshotError::Magic),
         };
         match Message::decode(r.bytes()?)? {
-            Message::Path { entries, .. } => me.path = entries,
+            Message::Path { entries, .. } => me.meta.path = entries,
             _ => return Err(SnapshotError::Magic),
         }
+        let meta = me.meta.clone();
+        never(me.store.set_meta(&meta));
         let n = r.varint()?;
         for _ in 0..n {
             let rec = r.record()?;
-            me.apply_record(rec);
+            never(me.apply_record(rec));
         }
         let n = r.varint()?;
         for _ in 0..n {
-            me.own
-                .push(Op::decode(r.bytes()?).map_err(WireError::from)?);
+            let op = Op::decode(r.bytes()?).map_err(WireError::from)?;
+            never(me.store.push_own(&op));
+            me.own.push(op);
         }
         if r.at != bytes.len() {
             return Err(WireError::TrailingBytes {
@@ -95,8 +99,13 @@ impl PartialReplica {
             }
             .into());
         }
-        me.check_invariants()?;
-        Ok(me)
+        match me.check_invariants() {
+            Ok(()) => Ok(me),
+            Err(PartialError::Invalid(v)) => Err(v.into()),
+            Err(PartialError::Store(e)) => match e {},
+            // check_invariants reports nothing else
+            Err(_) => Err(SnapshotError::Magic),
+        }
     }
 }
 

@@ -1,11 +1,10 @@
 //! The partial replica's session: asks a full replica for the delta of its scope since its last
 //! checkpoint, pushes its own ops, and applies what comes back to a [`PartialReplica`].
 
-use std::convert::Infallible;
 use std::fmt;
 
 use super::{kind_name, Event, Meter, Options, Outcome, Phase, Progress, SyncError};
-use crate::partial::PartialReplica;
+use crate::partial::{PartialReplica, PartialStore};
 use crate::wire::{
     frontier_count, frontier_digest, ErrorCode, Message, Mode, NodeRecord, PathEntry, RefusalCode,
 };
@@ -49,7 +48,7 @@ impl fmt::Debug for PartialSession {
     }
 }
 
-type Out = Outcome<Infallible>;
+type Out<S> = Outcome<<S as PartialStore>::Error>;
 
 impl PartialSession {
     /// A new session.
@@ -81,13 +80,13 @@ impl PartialSession {
         self.closed
     }
 
-    fn push_msg(&mut self, out: &mut Out, m: &Message) {
+    fn push_msg<E: std::error::Error + 'static>(&mut self, out: &mut Outcome<E>, m: &Message) {
         let b = m.encode();
         self.meter.sent += b.len() as u64;
         out.send.push(b);
     }
 
-    fn progress(&self, out: &mut Out) {
+    fn progress<E: std::error::Error + 'static>(&self, out: &mut Outcome<E>) {
         out.events.push(Event::Progress(Progress {
             phase: self.phase,
             total: self.total,
@@ -99,14 +98,17 @@ impl PartialSession {
 
     /// Opens the session: Hello with the scope and the last checkpoint, then the replica's unacked
     /// ops, then End. A cold sync (no checkpoint yet) first clears what a cut cold sync left.
-    pub fn start(&mut self, replica: &mut PartialReplica) -> Out {
-        let mut out = Out::default();
+    pub fn start<S: PartialStore>(&mut self, replica: &mut PartialReplica<S>) -> Out<S> {
+        let mut out = Out::<S>::default();
         if self.started {
             return out;
         }
         self.started = true;
         if replica.since().is_empty() {
-            replica.start_cold();
+            if let Err(e) = replica.start_cold() {
+                self.fail(&mut out, SyncError::Store(e), None);
+                return out;
+            }
         }
         // a replica showing own ops its last responder did not apply asks for a full snapshot
         let since = if replica.needs_reset() {
@@ -132,7 +134,7 @@ impl PartialSession {
         out
     }
 
-    fn push_ops(&mut self, replica: &PartialReplica, out: &mut Out) {
+    fn push_ops<S: PartialStore>(&mut self, replica: &PartialReplica<S>, out: &mut Out<S>) {
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         for op in replica.unacked() {
@@ -153,8 +155,8 @@ impl PartialSession {
     }
 
     /// Live mode: pushes local ops made since the last push.
-    pub fn poll(&mut self, replica: &PartialReplica) -> Out {
-        let mut out = Out::default();
+    pub fn poll<S: PartialStore>(&mut self, replica: &PartialReplica<S>) -> Out<S> {
+        let mut out = Out::<S>::default();
         if self.closed {
             out.finished = true;
         } else if self.started {
@@ -164,8 +166,8 @@ impl PartialSession {
     }
 
     /// Ends the session politely.
-    pub fn close(&mut self) -> Out {
-        let mut out = Out::default();
+    pub fn close<E: std::error::Error + 'static>(&mut self) -> Outcome<E> {
+        let mut out = Outcome::default();
         if !self.closed {
             self.push_msg(&mut out, &Message::Close);
             self.closed = true;
@@ -175,7 +177,12 @@ impl PartialSession {
         out
     }
 
-    fn fail(&mut self, out: &mut Out, error: SyncError<Infallible>, tell: Option<ErrorCode>) {
+    fn fail<E: std::error::Error + 'static>(
+        &mut self,
+        out: &mut Outcome<E>,
+        error: SyncError<E>,
+        tell: Option<ErrorCode>,
+    ) {
         if let Some(code) = tell {
             self.push_msg(out, &Message::Error(code));
         }
@@ -187,8 +194,12 @@ impl PartialSession {
 
     /// Handles one received message, applying delta items to `replica` as they arrive. The
     /// replica's checkpoint advances only when the whole delta has arrived.
-    pub fn receive(&mut self, replica: &mut PartialReplica, bytes: &[u8]) -> Out {
-        let mut out = Out::default();
+    pub fn receive<S: PartialStore>(
+        &mut self,
+        replica: &mut PartialReplica<S>,
+        bytes: &[u8],
+    ) -> Out<S> {
+        let mut out = Out::<S>::default();
         if self.closed {
             out.finished = true;
             out.error = Some(SyncError::Closed);
@@ -225,8 +236,15 @@ impl PartialSession {
                 self.in_delta = true;
                 self.streamed.clear();
                 if reset {
-                    replica.start_cold();
-                    replica.set_path(entries);
+                    // one batch: a crash leaves either the old checkpoint or a cold replica
+                    let r = replica.batch(|r| {
+                        r.start_cold()?;
+                        r.set_path(entries)
+                    });
+                    if let Err(e) = r {
+                        self.fail(&mut out, SyncError::Store(e), None);
+                        return out;
+                    }
                     self.held = None;
                 } else {
                     self.held = Some(Held {
@@ -243,7 +261,13 @@ impl PartialSession {
                 self.done += ds.len() as u64;
                 match self.held.as_mut() {
                     Some(h) => h.gone.extend(ds),
-                    None => ds.iter().for_each(|d| replica.apply_gone(d)),
+                    None => {
+                        let r = replica.batch(|r| ds.iter().try_for_each(|d| r.apply_gone(d)));
+                        if let Err(e) = r {
+                            self.fail(&mut out, SyncError::Store(e), None);
+                            return out;
+                        }
+                    }
                 }
                 self.progress(&mut out);
             }
@@ -256,10 +280,22 @@ impl PartialSession {
                     Some(h) => h.records.extend(records),
                     None => {
                         // a reset stream sends parents before children: anything else is a
-                        // faulty responder, and nothing of it is kept
-                        for r in records {
-                            if !replica.holds_parent(r.parent) {
-                                replica.quarantine();
+                        // faulty responder, and nothing of it is kept. One batch per message.
+                        let streamed = &mut self.streamed;
+                        let r = replica.batch(|replica| {
+                            for r in records {
+                                if !replica.holds_parent(r.parent)? {
+                                    replica.quarantine()?;
+                                    return Ok(false);
+                                }
+                                streamed.push(r.node);
+                                replica.apply_record(r)?;
+                            }
+                            Ok(true)
+                        });
+                        match r {
+                            Ok(true) => {}
+                            Ok(false) => {
                                 self.fail(
                                     &mut out,
                                     SyncError::InconsistentDelta,
@@ -267,8 +303,10 @@ impl PartialSession {
                                 );
                                 return out;
                             }
-                            self.streamed.push(r.node);
-                            replica.apply_record(r);
+                            Err(e) => {
+                                self.fail(&mut out, SyncError::Store(e), None);
+                                return out;
+                            }
                         }
                     }
                 }
@@ -284,28 +322,49 @@ impl PartialSession {
             } if in_session => {
                 self.in_delta = false;
                 let mut touched = std::mem::take(&mut self.streamed);
-                if let Some(h) = self.held.take() {
+                let held = self.held.take();
+                if held.is_some() {
                     self.phase = Phase::Applying;
                     self.progress(&mut out);
-                    if let Some(p) = h.path {
-                        replica.set_path(p);
+                }
+                // a warm delta and its checkpoint are one batch: a crash leaves the last one
+                let r = replica.batch(|replica| {
+                    if let Some(h) = held {
+                        if let Some(p) = h.path {
+                            replica.set_path(p)?;
+                        }
+                        for d in &h.gone {
+                            replica.apply_gone(d)?;
+                        }
+                        touched.extend(h.records.iter().map(|r| r.node));
+                        for r in h.records {
+                            replica.apply_record(r)?;
+                        }
                     }
-                    h.gone.iter().for_each(|d| replica.apply_gone(d));
-                    touched.extend(h.records.iter().map(|r| r.node));
-                    h.records.into_iter().for_each(|r| replica.apply_record(r));
+                    // own ops the responder had not applied when it computed the delta may have
+                    // removed parents of its records: the checkpoint re-applies them and prunes
+                    if !replica.reaches_scope(&touched)? && !replica.has_unacked_beyond(&frontier) {
+                        replica.quarantine()?;
+                        return Ok(false);
+                    }
+                    replica.checkpoint(frontier, max_lamport)?;
+                    Ok(true)
+                });
+                match r {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.fail(
+                            &mut out,
+                            SyncError::InconsistentDelta,
+                            Some(ErrorCode::Unexpected),
+                        );
+                        return out;
+                    }
+                    Err(e) => {
+                        self.fail(&mut out, SyncError::Store(e), None);
+                        return out;
+                    }
                 }
-                // own ops the responder had not applied when it computed the delta may have
-                // removed parents of its records: the checkpoint re-applies them and prunes
-                if !replica.reaches_scope(&touched) && !replica.has_unacked_beyond(&frontier) {
-                    replica.quarantine();
-                    self.fail(
-                        &mut out,
-                        SyncError::InconsistentDelta,
-                        Some(ErrorCode::Unexpected),
-                    );
-                    return out;
-                }
-                replica.checkpoint(frontier, max_lamport);
                 if self.total.is_none() {
                     self.total = Some(0);
                 }
@@ -324,7 +383,10 @@ impl PartialSession {
             }
             Message::Refused { op, code } => {
                 if matches!(code, RefusalCode::Invalid | RefusalCode::Equivocation) {
-                    replica.drop_refused(op);
+                    if let Err(e) = replica.drop_refused(op) {
+                        self.fail(&mut out, SyncError::Store(e), None);
+                        return out;
+                    }
                 }
                 out.events.push(Event::Refused { op, code });
             }
