@@ -27,7 +27,10 @@ use crate::{Did, Proofs, Revocation, Revocations, SecretKey, Verifier, VerifyErr
 mod entry;
 mod ingest;
 
-pub use entry::{Entry, EntryDecodeError, GenesisError, MAX_ENTRY_BYTES};
+pub use entry::{
+    Entry, EntryDecodeError, Evidence, EvidenceError, GenesisError, MAX_ENTRY_BYTES,
+    MAX_EVIDENCE_BYTES,
+};
 pub use ingest::{
     Accepted, Authz, Equivocation, IngestError, IngestReport, OpenError, Verified, MAX_HELD,
 };
@@ -213,6 +216,13 @@ pub enum Denial {
     /// A proof is unknown (only reachable by applying ops without [`Authz`]'s ingest).
     #[error("unknown proof: {0}")]
     Unknown(Missing),
+    /// The op's replica equivocated: it signed two different ops with the same `(replica,
+    /// seq)` at `seq`, and this op's seq is not below it (`spec/caps.md` §11.6).
+    #[error("replica equivocated at seq {seq}")]
+    Equivocation {
+        /// The lowest equivocated seq of the replica.
+        seq: u64,
+    },
     /// The chain does not grant `ability` on `target`.
     #[error("{ability} on {target}: {error}")]
     Chain {
@@ -265,6 +275,8 @@ pub struct AuthzState {
     /// Lowest Lamport timestamp of a decided op under each chain (one hash look-up per decided
     /// op; a delegation's first use is the minimum over the chains that name it).
     first_use: RefCell<HashMap<ChainRef, Lamport>>,
+    /// Lowest equivocated seq of each replica with equivocation evidence.
+    equivocations: HashMap<[u8; 32], u64>,
     signer: Option<Signer>,
 }
 
@@ -298,6 +310,7 @@ impl AuthzState {
             verifier: RefCell::new(Verifier::new()),
             allowed: RefCell::new(HashMap::new()),
             first_use: RefCell::new(HashMap::new()),
+            equivocations: HashMap::new(),
             signer: None,
         }
     }
@@ -336,6 +349,24 @@ impl AuthzState {
 
     pub(crate) fn add_revocation(&mut self, r: Revocation) {
         self.revocations.insert(r);
+    }
+
+    /// Notes evidence that `replica` equivocated at `seq`; true when that lowers (or sets) the
+    /// replica's cutoff.
+    pub(crate) fn add_equivocation(&mut self, replica: [u8; 32], seq: u64) -> bool {
+        match self.equivocations.get(&replica) {
+            Some(&s) if s <= seq => false,
+            _ => {
+                self.equivocations.insert(replica, seq);
+                true
+            }
+        }
+    }
+
+    /// The lowest seq at which `replica` is known to have equivocated: its ops from there on
+    /// are denied ([`Denial::Equivocation`]).
+    pub fn equivocated_from(&self, replica: &[u8; 32]) -> Option<u64> {
+        self.equivocations.get(replica).copied()
     }
 
     pub(crate) fn note_use(&self, chain: &ChainRef, lamport: Lamport) {
@@ -561,6 +592,16 @@ impl TreePolicy for AuthzPolicy {
         let actor = Did::from_public_key(*op.id().replica().as_bytes());
         let chain = ChainRef(*att.chain());
         self.state.note_use(&chain, op.lamport());
+        // (No hash look-up on the hot path while no replica has equivocated.)
+        if !self.state.equivocations.is_empty() {
+            if let Some(seq) = self.state.equivocated_from(op.id().replica().as_bytes()) {
+                if op.id().seq() >= seq {
+                    return Ok(TreeDecision::Deny {
+                        reason: Denial::Equivocation { seq },
+                    });
+                }
+            }
+        }
         let reqs = requirements(op, view.old_parent());
         if reqs[0].1.is_none() {
             return Ok(TreeDecision::Deny {

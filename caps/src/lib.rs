@@ -74,9 +74,9 @@ mod verify;
 
 pub use authz::{
     chain_ref, sign_op, signing_input, Accepted, Authz, AuthzPolicy, AuthzState, ChainRef, Denial,
-    Document, DocumentId, Entry, EntryDecodeError, Equivocation, GenesisError, IngestError,
-    IngestReport, Missing, OpenError, SignError, Verdict, Verified, MAX_ENTRY_BYTES, MAX_HELD,
-    OP_SIGNATURE_DOMAIN,
+    Document, DocumentId, Entry, EntryDecodeError, Equivocation, Evidence, EvidenceError,
+    GenesisError, IngestError, IngestReport, Missing, OpenError, SignError, Verdict, Verified,
+    MAX_ENTRY_BYTES, MAX_EVIDENCE_BYTES, MAX_HELD, OP_SIGNATURE_DOMAIN,
 };
 pub use cid::Cid;
 pub use ipld_core::ipld::Ipld;

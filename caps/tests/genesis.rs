@@ -1,9 +1,10 @@
 //! Genesis entries: the store records which document it holds (`spec/ops.md` §Document
-//! entries, `spec/caps.md` §11.1, §11.5), and the entry vectors of `spec/vectors/entries.json`.
+//! entries, `spec/caps.md` §11.1, §11.5), and the entry vectors of `spec/vectors/entries.json`
+//! (genesis and equivocation evidence).
 
 use canopy_caps::{
-    chain_ref, sign_op, Accepted, Authz, Document, DocumentId, Entry, EntryDecodeError,
-    GenesisError, IngestError, OpenError, SecretKey,
+    chain_ref, sign_op, Accepted, Authz, Document, DocumentId, Entry, EntryDecodeError, Evidence,
+    EvidenceError, GenesisError, IngestError, OpenError, SecretKey,
 };
 use canopy_tree::{
     Lamport, MemoryStore, NodeId, Op, OpId, OpKind, Outcome, Position, ReplicaId, SqliteStore,
@@ -252,12 +253,40 @@ fn vectors() -> serde_json::Value {
         })
     };
     let good = Entry::Genesis(doc()).encode();
+    // Equivocation evidence: the owner's seq 1 in two versions.
+    let (x, y) = (owner_create(1, 5), owner_create(1, 6));
+    let ev = Evidence::new(x.clone(), y.clone()).unwrap();
+    let (lo, hi) = ev.ops();
+    let raw = |a: &Op, b: &Op| {
+        let (a, b) = (a.encode(), b.encode());
+        let mut out = vec![0x14];
+        out.extend_from_slice(&(a.len() as u32).to_be_bytes());
+        out.extend_from_slice(&a);
+        out.extend_from_slice(&b);
+        out
+    };
+    let evidence = Entry::Equivocation(ev.clone()).encode();
     let mut small_order = good.clone();
     small_order[1..33].fill(0);
     small_order[1] = 1;
     json!({
         "genesis": [g(&key(1), [9; 16]), g(&key(2), [0; 16])],
+        "equivocation": [{
+            "name": "the owner's seq 1 signed twice (create 05… and create 06… under ROOT)",
+            "doc": doc().id().to_string(),
+            "replica": hex::encode(ev.id().replica().as_bytes()),
+            "seq": ev.id().seq(),
+            "a_hex": hex::encode(lo.encode()),
+            "b_hex": hex::encode(hi.encode()),
+            "hex": hex::encode(&evidence),
+        }],
         "invalid": [
+            {"name": "equivocation with the ops in the wrong order", "hex": hex::encode(raw(hi, lo)), "error": "Order"},
+            {"name": "equivocation with the same op twice", "hex": hex::encode(raw(&x, &x)), "error": "SameOp"},
+            {"name": "equivocation with different ids", "hex": hex::encode(raw(&x, &owner_create(2, 6))), "error": "DifferentIds"},
+            {"name": "equivocation of unsigned ops", "hex": hex::encode(raw(&x.unsigned(), &y.unsigned())), "error": "Unsigned"},
+            {"name": "equivocation whose length prefix runs past the end", "hex": hex::encode([&[0x14, 0xff, 0xff, 0xff, 0xff][..], &lo.encode()].concat()), "error": "Framing"},
+            {"name": "equivocation truncated in the second op", "hex": hex::encode(&evidence[..evidence.len() - 1]), "error": "Op"},
             {"name": "genesis without nonce", "hex": hex::encode(&good[..33]), "error": "Genesis"},
             {"name": "genesis with a trailing byte", "hex": hex::encode([good.clone(), vec![0]].concat()), "error": "Genesis"},
             {"name": "genesis whose owner has small order", "hex": hex::encode(&small_order), "error": "Genesis"},
@@ -268,6 +297,15 @@ fn vectors() -> serde_json::Value {
 fn entry_error_name(e: &EntryDecodeError) -> &'static str {
     match e {
         EntryDecodeError::Genesis => "Genesis",
+        EntryDecodeError::Evidence(e) => match e {
+            EvidenceError::Order => "Order",
+            EvidenceError::SameOp => "SameOp",
+            EvidenceError::DifferentIds { .. } => "DifferentIds",
+            EvidenceError::DifferentDocuments => "DifferentDocuments",
+            EvidenceError::Unsigned => "Unsigned",
+            EvidenceError::Framing => "Framing",
+            _ => "other",
+        },
         EntryDecodeError::Op(_) => "Op",
         _ => "other",
     }
@@ -296,6 +334,30 @@ fn entry_vectors() {
         assert_eq!(hex::encode(&bytes[33..]), c["nonce"].as_str().unwrap());
         let id: DocumentId = c["id"].as_str().unwrap().parse().unwrap();
         assert_eq!(Document::from_genesis(&bytes, &id).unwrap().owner(), &owner);
+    }
+    for c in file["equivocation"].as_array().unwrap() {
+        let bytes = hex::decode(c["hex"].as_str().unwrap()).unwrap();
+        let (a, b) = (
+            hex::decode(c["a_hex"].as_str().unwrap()).unwrap(),
+            hex::decode(c["b_hex"].as_str().unwrap()).unwrap(),
+        );
+        assert!(a < b);
+        assert_eq!(bytes[0], 0x14);
+        assert_eq!(bytes[1..5], (a.len() as u32).to_be_bytes());
+        assert_eq!(bytes[5..], [a.clone(), b.clone()].concat());
+        let Entry::Equivocation(e) = Entry::decode(&bytes).unwrap() else {
+            panic!("not evidence")
+        };
+        assert_eq!(e.id().seq(), c["seq"].as_u64().unwrap());
+        assert_eq!(
+            hex::encode(e.id().replica().as_bytes()),
+            c["replica"].as_str().unwrap()
+        );
+        assert_eq!(e.document().to_string(), c["doc"].as_str().unwrap());
+        // Both signatures verify: ingesting the evidence is accepted.
+        let mut r = Authz::new(MemoryStore::new(), doc(), rid(&key(200))).unwrap();
+        let report = r.ingest([&bytes]).unwrap();
+        assert_eq!(report.items[0], Ok(Accepted::Equivocation { id: e.id() }));
     }
     for c in file["invalid"].as_array().unwrap() {
         let bytes = hex::decode(c["hex"].as_str().unwrap()).unwrap();

@@ -323,12 +323,13 @@ impl fmt::Display for Fate {
 }
 
 /// The reason class of a denial: the chain rule's class (`spec/caps.md` §5), or `Unsigned` /
-/// `Unknown`.
+/// `Unknown` / `Equivocation`.
 pub fn denial_class(d: &Denial) -> String {
     match d {
         Denial::Chain { error, .. } => error.class().to_owned(),
         Denial::Unsigned => "Unsigned".to_owned(),
         Denial::Unknown(_) => "Unknown".to_owned(),
+        Denial::Equivocation { .. } => "Equivocation".to_owned(),
         _ => format!("{d}"),
     }
 }

@@ -12,10 +12,12 @@ use cid::Cid;
 use sha2::{Digest, Sha256};
 
 use super::{AuthzPolicy, AuthzState, ChainRef, Denial, Document, DocumentId, Entry, Missing};
-use super::{EntryDecodeError, Verdict};
+use super::{EntryDecodeError, Evidence, Verdict};
 use crate::{Ability, DecodeError, Did};
 
-/// Two different signed ops with the same `(replica, seq)`: both, as evidence.
+/// Two different signed ops with the same `(replica, seq)`, as reported for the op that was
+/// refused; the pair is also recorded as [`Evidence`] when both signatures verify
+/// (`spec/caps.md` §11.6).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Equivocation {
     /// The op known first (logged, parked or held).
@@ -81,7 +83,8 @@ pub enum IngestError {
         /// Why.
         rejection: Rejection,
     },
-    /// Another signed op with the same id is known.
+    /// Another signed op with the same id is known. The op is not logged; the pair is recorded
+    /// as equivocation evidence (listed in [`IngestReport::equivocations`] when it is new).
     #[error("equivocation by {}", .0.second.id())]
     Equivocation(Box<Equivocation>),
     /// The genesis of another document.
@@ -145,6 +148,12 @@ pub enum Accepted {
         /// The document.
         document: DocumentId,
     },
+    /// Equivocation evidence was registered: the replica's ops from this `(replica, seq)` on
+    /// are denied (logged ones were re-decided).
+    Equivocation {
+        /// The equivocated op id.
+        id: OpId,
+    },
 }
 
 /// The result of [`Authz::ingest`].
@@ -155,8 +164,12 @@ pub struct IngestReport {
     pub items: Vec<Result<Accepted, IngestError>>,
     /// Ops held or parked by earlier batches that this batch released, and their outcome.
     pub released: Vec<OpReport<Denial>>,
-    /// Logged ops whose effect changed because a revocation arrived, with their new outcome.
+    /// Logged ops whose effect changed because a revocation or equivocation evidence arrived,
+    /// with their new outcome.
     pub redecided: Vec<OpReport<Denial>>,
+    /// Equivocations this batch made known (received as evidence or detected here) that lower
+    /// a replica's cutoff: from each `(replica, seq)` on, the replica's ops are denied.
+    pub equivocations: Vec<OpId>,
     /// Net tree changes (apply first, then re-decision), in order.
     pub events: Vec<ChangeEvent>,
 }
@@ -392,6 +405,10 @@ impl<S: Store> Authz<S> {
                     a.state_mut().add_chain(c);
                 }
                 Entry::Revocation(r) => a.state_mut().add_revocation(r),
+                Entry::Equivocation(e) => {
+                    a.state_mut()
+                        .add_equivocation(*e.id().replica().as_bytes(), e.id().seq());
+                }
                 Entry::Genesis(d) if d == document => {}
                 Entry::Genesis(d) => {
                     return Err(OpenError::WrongDocument {
@@ -521,6 +538,8 @@ impl<S: Store> Authz<S> {
         let mut new_proofs: Vec<Missing> = Vec::new();
         let mut revoked: Vec<Cid> = Vec::new();
         let mut writes: Vec<Write> = Vec::new();
+        // New equivocation cutoffs, `(replica, seq)`.
+        let mut cuts: Vec<OpId> = Vec::new();
 
         // 1. Proofs first; signature-checked ops are collected.
         for (i, e) in entries.into_iter().enumerate() {
@@ -544,6 +563,11 @@ impl<S: Store> Authz<S> {
                     revoked.push(*r.delegation());
                     self.state_mut().add_revocation(r);
                     Ok(Accepted::Revocation { cid })
+                }
+                Ok(Entry::Equivocation(e)) => {
+                    let id = e.id();
+                    self.record_evidence(e, &mut writes, &mut cuts);
+                    Ok(Accepted::Equivocation { id })
                 }
                 Ok(Entry::Genesis(d)) if d == *self.state().document() => {
                     Ok(Accepted::Genesis { document: doc })
@@ -576,6 +600,7 @@ impl<S: Store> Authz<S> {
                         outcome: Outcome::Duplicate,
                     })
                 } else {
+                    self.detected(&first, &op, &mut writes, &mut cuts);
                     Err(equivocation(first, op))
                 });
                 continue;
@@ -585,7 +610,10 @@ impl<S: Store> Authz<S> {
                 // Not applied, so the tree cannot see a conflict: look it up before holding.
                 let known = self.known_op(op.id()).map_err(ApplyError::Store)?;
                 items[i] = Some(match known {
-                    Some(first) if first != op => Err(equivocation(first, op)),
+                    Some(first) if first != op => {
+                        self.detected(&first, &op, &mut writes, &mut cuts);
+                        Err(equivocation(first, op))
+                    }
                     Some(_) => Ok(Accepted::Op {
                         id: op.id(),
                         outcome: Outcome::Duplicate,
@@ -637,28 +665,25 @@ impl<S: Store> Authz<S> {
         if !revoked.is_empty() && !self.first_use_complete {
             self.rebuild_first_use().map_err(ApplyError::Store)?;
         }
-        let from: Option<Lamport> = revoked
+        let revoked_from = revoked
             .iter()
             .filter_map(|c| self.state().first_use(c))
             .min();
+        //    Equivocation cutoffs: re-decide from the equivocated op, if it is logged (the log is
+        //    gap-free per replica, so nothing later of the replica is logged otherwise).
+        let from = min_lamport(
+            revoked_from,
+            self.cut_from(&cuts).map_err(ApplyError::Store)?,
+        );
         // `batch` is kept to report the evidence of an equivocation the tree rejects.
         let (report, redecision) = self.tree.apply_with(
             batch.iter().cloned(),
-            |store| {
-                for w in &writes {
-                    match w {
-                        Write::Entry(key, kind, bytes) => {
-                            store.doc_entry_insert(key, *kind, bytes)?;
-                        }
-                        Write::Hold(op) => store.held_insert(op)?,
-                        Write::Release(id) => store.held_remove(*id)?,
-                    }
-                }
-                Ok(())
-            },
+            |store| run_writes(store, &writes),
             from,
         )?;
         let mut released = report.released;
+        let mut late_writes: Vec<Write> = Vec::new();
+        let mut late_cuts: Vec<OpId> = Vec::new();
         for ((slot, r), op) in slots.into_iter().zip(report.ops).zip(batch) {
             // Ops released from the hold report the tree's outcome as it is.
             let Some(i) = slot else {
@@ -668,7 +693,10 @@ impl<S: Store> Authz<S> {
             items[i] = Some(match r.outcome {
                 Outcome::Rejected(Rejection::Equivocation) => {
                     match self.known_op(op.id()).map_err(ApplyError::Store)? {
-                        Some(first) if first != op => Err(equivocation(first, op)),
+                        Some(first) if first != op => {
+                            self.detected(&first, &op, &mut late_writes, &mut late_cuts);
+                            Err(equivocation(first, op))
+                        }
                         _ => Err(IngestError::Invalid {
                             id: r.id,
                             rejection: Rejection::Equivocation,
@@ -689,6 +717,22 @@ impl<S: Store> Authz<S> {
             redecided = r.ops;
             events.extend(r.events);
         }
+        // 6. Equivocations the tree found against the log, parked ops or the batch itself: the
+        //    evidence and the re-decision it calls for, in a second transaction (if it fails,
+        //    the replica is as if it had not received the conflicting op).
+        if !late_writes.is_empty() {
+            let from = self.cut_from(&late_cuts).map_err(ApplyError::Store)?;
+            let (_, redecision) = self.tree.apply_with(
+                std::iter::empty(),
+                |store| run_writes(store, &late_writes),
+                from,
+            )?;
+            if let Some(r) = redecision {
+                redecided.extend(r.ops);
+                events.extend(r.events);
+            }
+            cuts.extend(late_cuts);
+        }
         Ok(IngestReport {
             items: items
                 .into_iter()
@@ -696,6 +740,7 @@ impl<S: Store> Authz<S> {
                 .collect(),
             released,
             redecided,
+            equivocations: cuts,
             events,
         })
     }
@@ -716,6 +761,42 @@ impl<S: Store> Authz<S> {
         }
         self.first_use_complete = true;
         Ok(())
+    }
+
+    /// Registers equivocation evidence and queues its store record; notes the cutoff if it is
+    /// new or lower.
+    fn record_evidence(&mut self, e: Evidence, writes: &mut Vec<Write>, cuts: &mut Vec<OpId>) {
+        let id = e.id();
+        writes.push(entry_write(&Entry::Equivocation(e)));
+        if self
+            .state_mut()
+            .add_equivocation(*id.replica().as_bytes(), id.seq())
+        {
+            cuts.push(id);
+        }
+    }
+
+    /// Records the evidence made by `first` (known) and `second` (just verified), if it is
+    /// evidence: both signed for this document with valid signatures. A known op that does not
+    /// verify (applied without ingest) makes no evidence; the conflicting op is refused anyway.
+    fn detected(&mut self, first: &Op, second: &Op, writes: &mut Vec<Write>, cuts: &mut Vec<OpId>) {
+        let doc = self.state().document().id();
+        let Ok(e) = Evidence::new(first.clone(), second.clone()) else {
+            return;
+        };
+        if e.document() == doc && signature_valid(&doc, first) && signature_valid(&doc, second) {
+            self.record_evidence(e, writes, cuts);
+        }
+    }
+
+    /// Where re-decision for new equivocation cutoffs starts: the lowest Lamport time of a
+    /// logged op at a cutoff.
+    fn cut_from(&self, cuts: &[OpId]) -> Result<Option<Lamport>, S::Error> {
+        let mut from = None;
+        for id in cuts {
+            from = min_lamport(from, self.tree.store().entry_lamport(*id)?);
+        }
+        Ok(from)
     }
 
     fn held_op(&self, id: OpId) -> Option<Op> {
@@ -743,6 +824,41 @@ fn entry_write(e: &Entry) -> Write {
     let bytes = e.encode();
     let key: [u8; 32] = Sha256::digest(&bytes).into();
     Write::Entry(key, bytes[0], bytes)
+}
+
+fn run_writes<S: Store>(store: &mut S, writes: &[Write]) -> Result<(), S::Error> {
+    for w in writes {
+        match w {
+            Write::Entry(key, kind, bytes) => {
+                store.doc_entry_insert(key, *kind, bytes)?;
+            }
+            Write::Hold(op) => store.held_insert(op)?,
+            Write::Release(id) => store.held_remove(*id)?,
+        }
+    }
+    Ok(())
+}
+
+fn min_lamport(a: Option<Lamport>, b: Option<Lamport>) -> Option<Lamport> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// One signed op's signature under ZIP-215, alone (the rare paths: evidence).
+fn signature_valid(doc: &DocumentId, op: &Op) -> bool {
+    let Some(a) = op.attestation() else {
+        return false;
+    };
+    let Some(key) = usable_key(op.id().replica().as_bytes()) else {
+        return false;
+    };
+    let msg = super::signing_input(doc, a.time(), &ChainRef::from_bytes(*a.chain()), op);
+    let sig = ed25519_zebra::Signature::from_bytes(a.signature());
+    ed25519_zebra::VerificationKey::try_from(key)
+        .and_then(|vk| vk.verify(&sig, &msg))
+        .is_ok()
 }
 
 fn equivocation(first: Op, second: Op) -> IngestError {
@@ -783,6 +899,22 @@ impl Verified {
                 Err(e) => Err(e.into()),
                 Ok(Entry::Delegation(d)) if !d.signature_valid() => {
                     Err(IngestError::BadDelegation { cid: d.cid() })
+                }
+                Ok(Entry::Equivocation(e)) => {
+                    let (a, b) = e.ops();
+                    if e.document() != doc {
+                        Err(IngestError::WrongDocument {
+                            id: e.id(),
+                            expected: doc,
+                            got: e.document(),
+                        })
+                    } else if usable_key(e.id().replica().as_bytes()).is_none() {
+                        Err(IngestError::BadReplicaKey { id: e.id() })
+                    } else if !signature_valid(&doc, a) || !signature_valid(&doc, b) {
+                        Err(IngestError::BadSignature { id: e.id() })
+                    } else {
+                        Ok(Entry::Equivocation(e))
+                    }
                 }
                 Ok(Entry::Op(op)) => match op.attestation() {
                     None => Err(IngestError::Unsigned { id: op.id() }),
