@@ -12,6 +12,7 @@
 //! # Ok::<(), canopy_tree::SqliteStoreError>(())
 //! ```
 
+mod cache;
 mod entries;
 mod error;
 mod reads;
@@ -19,7 +20,7 @@ mod replicas;
 mod schema;
 mod undo;
 
-use std::cell::RefCell;
+use std::cell::{RefCell, RefMut};
 use std::path::Path;
 
 use rusqlite::config::DbConfig;
@@ -62,6 +63,8 @@ enum Tx {
 ///
 /// Reads are indexed queries; nothing loads the tree into memory. Each batch of the engine is one
 /// SQLite transaction (`begin` → `BEGIN IMMEDIATE`, or a savepoint inside an outer transaction).
+/// Inside a batch, repeated reads are answered from a bounded cache that every write keeps exact
+/// (`spec/sqlite.md` §Read cache).
 ///
 /// ```
 /// use canopy_tree::{NodeId, Place, ReplicaId, SqliteStore, Store, Tree};
@@ -91,6 +94,9 @@ pub struct SqliteStore {
     /// Replica interning cache and the batch's count changes (interior mutability: reads
     /// through `&self` fill the cache).
     reps: RefCell<replicas::Replicas>,
+    /// Reads cached inside batches (and across committed top-level batches while nothing else
+    /// writes): see [`cache`].
+    cache: RefCell<cache::Cache>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -152,6 +158,7 @@ impl SqliteStore {
             conn,
             tx: Tx::None,
             reps: RefCell::default(),
+            cache: RefCell::default(),
         })
     }
 
@@ -164,6 +171,180 @@ impl SqliteStore {
     /// Consumes the store and returns its connection.
     pub fn into_connection(self) -> Connection {
         self.conn
+    }
+
+    /// The read cache, inside a batch only (outside one, other connections may write).
+    fn cache(&self) -> Option<RefMut<'_, cache::Cache>> {
+        (self.tx != Tx::None).then(|| self.cache.borrow_mut())
+    }
+
+    /// Placement of `node` and its number of children from SQLite, in one statement (the
+    /// engine asks for both when it places a node).
+    fn placement_and_children_row(&self, node: NodeId) -> Result<(Option<Placement>, u64)> {
+        type Row = (
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<i64>,
+            Option<i64>,
+            i64,
+        );
+        let (parent, position, rep, seq, children): Row = self
+            .conn
+            .prepare_cached(
+                "SELECT n.parent, n.position, n.placed_rep, n.placed_seq,
+                   (SELECT count(*) FROM nodes WHERE parent = ?1)
+                 FROM (SELECT 1) LEFT JOIN nodes n ON n.node = ?1",
+            )?
+            .query_row([node.as_bytes()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?;
+        let placement = match (parent, position, rep, seq) {
+            (Some(parent), Some(position), Some(rep), Some(seq)) => Some(Placement {
+                parent: node_of(&parent, "nodes", "parent")?,
+                position: Position::from_bytes(&position),
+                placed_by: self.op_id(rep, seq)?,
+            }),
+            (None, None, None, None) => None,
+            _ => {
+                return Err(SqliteStoreError::CorruptColumn {
+                    table: "nodes",
+                    column: "parent",
+                })
+            }
+        };
+        Ok((placement, children as u64))
+    }
+
+    /// Placement of `node` from SQLite (no cache).
+    fn placement_row(&self, node: NodeId) -> Result<Option<Placement>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT parent, position, placed_rep, placed_seq FROM nodes WHERE node = ?1",
+            )?
+            .query_row([node.as_bytes()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()?;
+        let Some((parent, position, rep, seq)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(Placement {
+            parent: node_of(&parent, "nodes", "parent")?,
+            position: Position::from_bytes(&position),
+            placed_by: self.op_id(rep, seq)?,
+        }))
+    }
+
+    /// True if no logged op of the replica with index `rep` has seq `seq` or greater, as far as
+    /// the cache knows (fills the replica's frontier on first use inside a batch).
+    fn beyond_log(&self, rep: i64, seq: u64) -> Result<bool> {
+        if self.tx == Tx::None {
+            return Ok(false);
+        }
+        if let Some(&m) = self.cache.borrow().max_seq.get(&rep) {
+            return Ok(seq > m);
+        }
+        let m = self.max_seq_row(rep)?;
+        self.cache.borrow_mut().remember_max_seq(rep, m);
+        Ok(seq > m)
+    }
+
+    /// Highest logged seq of the replica with index `rep` from SQLite (0: none).
+    fn max_seq_row(&self, rep: i64) -> Result<u64> {
+        // the log is gap-free per replica: its highest seq is its frontier (one PK seek)
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT max(seq) FROM ops WHERE replica = ?1")?
+            .query_row([rep], |r| r.get(0))?;
+        Ok(n.unwrap_or(0) as u64)
+    }
+
+    /// Number of pending rows, from the cache inside a batch.
+    fn pending_rows(&self) -> Result<u64> {
+        if let Some(n) = self.cache().and_then(|c| c.pending) {
+            return Ok(n);
+        }
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM pending")?
+            .query_row([], |r| r.get(0))?;
+        if let Some(mut c) = self.cache() {
+            c.pending = Some(n as u64);
+        }
+        Ok(n as u64)
+    }
+
+    /// Adjusts the cached number of pending rows by `d` (rows inserted or deleted).
+    fn pending_changed(&self, d: i64) {
+        if let Some(mut c) = self.cache() {
+            if let Some(n) = &mut c.pending {
+                *n = n.saturating_add_signed(d);
+            }
+        }
+    }
+
+    /// The payload row of `node` (no cache).
+    fn payload_row(&self, node: NodeId) -> Result<Option<PayloadRecord>> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT bytes, set_rep, set_seq FROM payloads WHERE node = ?1")?
+            .query_row([node.as_bytes()], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .optional()?;
+        let Some((bytes, rep, seq)) = row else {
+            return Ok(None);
+        };
+        Ok(Some(PayloadRecord {
+            bytes,
+            set_by: self.op_id(rep, seq)?,
+        }))
+    }
+
+    /// Writes (`None`: deletes) the payload row of `node` (no cache).
+    fn write_payload_row(&mut self, node: NodeId, payload: Option<&PayloadRecord>) -> Result<()> {
+        match payload {
+            None => {
+                self.conn
+                    .prepare_cached("DELETE FROM payloads WHERE node = ?1")?
+                    .execute([node.as_bytes()])?;
+            }
+            Some(p) => {
+                let rep = self.intern(p.set_by.replica())?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO payloads(node, bytes, set_rep, set_seq) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(node) DO UPDATE SET bytes = excluded.bytes,
+                           set_rep = excluded.set_rep, set_seq = excluded.set_seq",
+                    )?
+                    .execute(params![
+                        node.as_bytes(),
+                        &p.bytes[..],
+                        rep,
+                        seq_param(p.set_by.seq())?
+                    ])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `(PRAGMA data_version, total_changes)`: both unchanged means nothing but this store wrote.
+    fn write_marks(&self) -> Result<(i64, u64)> {
+        let v: i64 = self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        Ok((v, self.conn.total_changes()))
     }
 
     /// Runs a cached parameterless statement.
@@ -234,31 +415,28 @@ impl Store for SqliteStore {
     type Error = SqliteStoreError;
 
     fn placement(&self, node: NodeId) -> Result<Option<Placement>> {
-        let row = self
-            .conn
-            .prepare_cached(
-                "SELECT parent, position, placed_rep, placed_seq FROM nodes WHERE node = ?1",
-            )?
-            .query_row([node.as_bytes()], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .optional()?;
-        let Some((parent, position, rep, seq)) = row else {
-            return Ok(None);
+        let Some(c) = self.cache() else {
+            return self.placement_row(node);
         };
-        Ok(Some(Placement {
-            parent: node_of(&parent, "nodes", "parent")?,
-            position: Position::from_bytes(&position),
-            placed_by: self.op_id(rep, seq)?,
-        }))
+        if let Some(p) = c.nodes.get(&node) {
+            return Ok(p.clone());
+        }
+        drop(c);
+        let (p, children) = self.placement_and_children_row(node)?;
+        let mut c = self.cache.borrow_mut();
+        c.remember_node(node, p.clone());
+        c.remember_children(node, children);
+        Ok(p)
     }
 
     fn set_placement(&mut self, node: NodeId, placement: Option<&Placement>) -> Result<()> {
+        // What the cache knows of the row before the write: `None` unknown, `Some(None)` absent.
+        let old: Option<Option<NodeId>> = self
+            .cache()
+            .and_then(|c| c.nodes.get(&node).map(|p| p.as_ref().map(|p| p.parent)));
+        if let Some(mut c) = self.cache() {
+            c.placed(node, old.is_some(), old.flatten(), placement);
+        }
         match placement {
             None => {
                 let n = self
@@ -266,6 +444,23 @@ impl Store for SqliteStore {
                     .prepare_cached("DELETE FROM nodes WHERE node = ?1")?
                     .execute([node.as_bytes()])?;
                 self.count_delta(-(n as i64), 0)?;
+            }
+            Some(p) if old == Some(None) => {
+                // known to have no row: insert without trying an update first
+                let rep = self.intern(p.placed_by.replica())?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO nodes(node, parent, position, placed_rep, placed_seq)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![
+                        node.as_bytes(),
+                        p.parent.as_bytes(),
+                        p.position.as_bytes(),
+                        rep,
+                        seq_param(p.placed_by.seq())?
+                    ])?;
+                self.count_delta(1, 0)?;
             }
             Some(p) => {
                 let rep = self.intern(p.placed_by.replica())?;
@@ -298,6 +493,10 @@ impl Store for SqliteStore {
     }
 
     fn parent(&self, node: NodeId) -> Result<Option<NodeId>> {
+        if self.tx != Tx::None {
+            // inside a batch: the whole row, so that the cache can answer the next read of it
+            return Ok(self.placement(node)?.map(|p| p.parent));
+        }
         let mut st = self
             .conn
             .prepare_cached("SELECT parent FROM nodes WHERE node = ?1")?;
@@ -311,6 +510,24 @@ impl Store for SqliteStore {
     fn is_within(&self, node: NodeId, root: NodeId) -> Result<bool> {
         if node == root {
             return Ok(true);
+        }
+        // Walk cached parents first; the first level the cache does not know continues in SQL.
+        // Bounded by the cache's size, so a (hand-edited) cyclic table cannot loop here.
+        let mut node = node;
+        if let Some(c) = self.cache() {
+            for _ in 0..=c.nodes.len() {
+                if node == root {
+                    return Ok(true);
+                }
+                if node.is_reserved() {
+                    return Ok(false);
+                }
+                match c.nodes.get(&node) {
+                    Some(Some(p)) => node = p.parent,
+                    Some(None) => return Ok(false),
+                    None => break,
+                }
+            }
         }
         // one recursive query instead of a lookup per level; UNION (not UNION ALL) ends even on a
         // cyclic (hand-edited) table
@@ -329,6 +546,12 @@ impl Store for SqliteStore {
     }
 
     fn payload_set_by(&self, node: NodeId) -> Result<Option<OpId>> {
+        let cached = self
+            .cache()
+            .and_then(|c| c.payloads.get(&node).map(|p| p.as_ref().map(|p| p.set_by)));
+        if let Some(by) = cached {
+            return Ok(by);
+        }
         let row: Option<(i64, i64)> = self
             .conn
             .prepare_cached("SELECT set_rep, set_seq FROM payloads WHERE node = ?1")?
@@ -338,50 +561,25 @@ impl Store for SqliteStore {
     }
 
     fn payload(&self, node: NodeId) -> Result<Option<PayloadRecord>> {
-        let row = self
-            .conn
-            .prepare_cached("SELECT bytes, set_rep, set_seq FROM payloads WHERE node = ?1")?
-            .query_row([node.as_bytes()], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .optional()?;
-        let Some((bytes, rep, seq)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(PayloadRecord {
-            bytes,
-            set_by: self.op_id(rep, seq)?,
-        }))
+        if let Some(p) = self
+            .cache()
+            .as_ref()
+            .and_then(|c| c.payloads.get(&node).cloned())
+        {
+            return Ok(p);
+        }
+        let p = self.payload_row(node)?;
+        if let Some(mut c) = self.cache() {
+            c.remember_payload(node, p.as_ref());
+        }
+        Ok(p)
     }
 
     fn set_payload(&mut self, node: NodeId, payload: Option<&PayloadRecord>) -> Result<()> {
-        match payload {
-            None => {
-                self.conn
-                    .prepare_cached("DELETE FROM payloads WHERE node = ?1")?
-                    .execute([node.as_bytes()])?;
-            }
-            Some(p) => {
-                let rep = self.intern(p.set_by.replica())?;
-                self.conn
-                    .prepare_cached(
-                        "INSERT INTO payloads(node, bytes, set_rep, set_seq) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT(node) DO UPDATE SET bytes = excluded.bytes,
-                           set_rep = excluded.set_rep, set_seq = excluded.set_seq",
-                    )?
-                    .execute(params![
-                        node.as_bytes(),
-                        &p.bytes[..],
-                        rep,
-                        seq_param(p.set_by.seq())?
-                    ])?;
-            }
+        if let Some(mut c) = self.cache() {
+            c.remember_payload(node, payload);
         }
-        Ok(())
+        self.write_payload_row(node, payload)
     }
 
     fn children(
@@ -466,10 +664,16 @@ impl Store for SqliteStore {
     }
 
     fn child_count(&self, parent: NodeId) -> Result<u64> {
+        if let Some(&n) = self.cache().as_ref().and_then(|c| c.children.get(&parent)) {
+            return Ok(n);
+        }
         let n: i64 = self
             .conn
             .prepare_cached("SELECT count(*) FROM nodes WHERE parent = ?1")?
             .query_row([parent.as_bytes()], |r| r.get(0))?;
+        if let Some(mut c) = self.cache() {
+            c.remember_children(parent, n as u64);
+        }
         Ok(n as u64)
     }
 
@@ -485,6 +689,9 @@ impl Store for SqliteStore {
         let Some(rep) = self.replica_index(id.replica())? else {
             return Ok(None);
         };
+        if self.beyond_log(rep, id.seq())? {
+            return Ok(None);
+        }
         let mut st = self.conn.prepare_cached(
             "SELECT replica, seq, op, effect, undo FROM ops WHERE replica = ?1 AND seq = ?2",
         )?;
@@ -499,6 +706,9 @@ impl Store for SqliteStore {
         let Some(rep) = self.replica_index(id.replica())? else {
             return Ok(None);
         };
+        if self.beyond_log(rep, id.seq())? {
+            return Ok(None);
+        }
         let l: Option<i64> = self
             .conn
             .prepare_cached("SELECT lamport FROM ops WHERE replica = ?1 AND seq = ?2")?
@@ -525,6 +735,9 @@ impl Store for SqliteStore {
                 entry.effect.code(),
                 undo::encode(&entry.undo),
             ])?;
+        if let Some(mut c) = self.cache() {
+            c.logged(rep, id.seq());
+        }
         self.count_delta(0, 1)
     }
 
@@ -594,12 +807,14 @@ impl Store for SqliteStore {
         let Some(rep) = self.replica_index(replica)? else {
             return Ok(0);
         };
-        // the log is gap-free per replica: its highest seq is its frontier (one PK seek)
-        let n: Option<i64> = self
-            .conn
-            .prepare_cached("SELECT max(seq) FROM ops WHERE replica = ?1")?
-            .query_row([rep], |r| r.get(0))?;
-        Ok(n.unwrap_or(0) as u64)
+        if let Some(&m) = self.cache().as_ref().and_then(|c| c.max_seq.get(&rep)) {
+            return Ok(m);
+        }
+        let m = self.max_seq_row(rep)?;
+        if let Some(mut c) = self.cache() {
+            c.remember_max_seq(rep, m);
+        }
+        Ok(m)
     }
 
     fn frontier(&self) -> Result<VersionVector> {
@@ -619,7 +834,8 @@ impl Store for SqliteStore {
     fn pending_insert(&mut self, awaits: OpId, op: &Op) -> Result<()> {
         let a = self.intern(awaits.replica())?;
         let r = self.intern(op.id().replica())?;
-        self.conn
+        let n = self
+            .conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO pending(awaits_rep, awaits_seq, replica, seq, op)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -631,10 +847,14 @@ impl Store for SqliteStore {
                 seq_param(op.id().seq())?,
                 encode_op(op)
             ])?;
+        self.pending_changed(n as i64);
         Ok(())
     }
 
     fn pending_take(&mut self, awaits: OpId) -> Result<Vec<Op>> {
+        if self.tx != Tx::None && self.pending_rows()? == 0 {
+            return Ok(Vec::new());
+        }
         let Some(a) = self.replica_index(awaits.replica())? else {
             return Ok(Vec::new());
         };
@@ -651,13 +871,18 @@ impl Store for SqliteStore {
                 out.push(decode_op(id, r.get_ref(2)?.as_blob()?)?);
             }
         }
-        self.conn
+        let n = self
+            .conn
             .prepare_cached("DELETE FROM pending WHERE awaits_rep = ?1 AND awaits_seq = ?2")?
             .execute(params![a, seq])?;
+        self.pending_changed(-(n as i64));
         Ok(out)
     }
 
     fn pending_get(&self, id: OpId) -> Result<Option<Op>> {
+        if self.tx != Tx::None && self.pending_rows()? == 0 {
+            return Ok(None);
+        }
         let Some(r) = self.replica_index(id.replica())? else {
             return Ok(None);
         };
@@ -670,11 +895,7 @@ impl Store for SqliteStore {
     }
 
     fn pending_len(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn
-            .prepare_cached("SELECT count(*) FROM pending")?
-            .query_row([], |r| r.get(0))?;
-        Ok(n as u64)
+        self.pending_rows()
     }
 
     fn doc_entry_insert(&mut self, key: &[u8; 32], kind: u8, bytes: &[u8]) -> Result<bool> {
@@ -705,9 +926,27 @@ impl Store for SqliteStore {
         if self.conn.is_autocommit() {
             self.exec_cached("BEGIN IMMEDIATE")?;
             self.tx = Tx::Top;
+            // The cache of the last batch is exact only if nothing else wrote since it committed
+            // (checked under the write lock, so nothing else can write until this batch ends).
+            let marks = match self.write_marks() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.tx = Tx::None;
+                    self.cache.get_mut().clear();
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(e);
+                }
+            };
+            let cache = self.cache.get_mut();
+            if cache.committed_at != Some(marks) {
+                cache.clear();
+            }
+            cache.committed_at = None;
         } else {
             self.exec_cached("SAVEPOINT canopy_batch")?;
             self.tx = Tx::Savepoint;
+            // the outer transaction may be rolled back after this batch: never reuse a cache
+            self.cache.get_mut().clear();
         }
         Ok(())
     }
@@ -720,8 +959,14 @@ impl Store for SqliteStore {
         };
         self.flush_counts()?;
         self.reps.get_mut().unknown.clear();
+        // Until the cache is known valid again it is empty (an error below leaves it so).
+        let mut cache = std::mem::take(self.cache.get_mut());
         self.conn.prepare_cached(sql)?.execute([])?;
-        self.tx = Tx::None;
+        let tx = std::mem::replace(&mut self.tx, Tx::None);
+        if tx == Tx::Top {
+            cache.committed_at = Some(self.write_marks()?);
+            *self.cache.get_mut() = cache;
+        }
         Ok(())
     }
 
@@ -729,6 +974,7 @@ impl Store for SqliteStore {
         let tx = std::mem::replace(&mut self.tx, Tx::None);
         // replica indexes assigned inside the batch are gone, and so are its count changes
         *self.reps.get_mut() = replicas::Replicas::default();
+        self.cache.get_mut().clear();
         match tx {
             Tx::None => Err(SqliteStoreError::Transaction(TxMisuse::NotOpen)),
             Tx::Top => {

@@ -1,6 +1,8 @@
 //! SqliteStore integration tests: the storage contract, equivalence with `MemoryStore` through the
 //! engine, crash safety (a SIGKILLed child process).
 
+#[path = "sqlite/cache.rs"]
+mod cache;
 #[path = "sqlite/contract.rs"]
 mod contract;
 #[path = "sqlite/crash.rs"]
