@@ -197,8 +197,12 @@ fn mint(s: &Scenario) -> Minted {
             .max()
             .unwrap_or(0)
             .max(setup_lamport);
-        let seq = next_seq[by];
-        if o.tamper.is_none() {
+        // A twin is a second version of an earlier op: same seq and Lamport time.
+        let (seq, lamport) = match o.twin {
+            Some(t) => (ops[t].id().seq(), ops[t].lamport().get()),
+            None => (next_seq[by], lamport),
+        };
+        if o.tamper.is_none() && o.twin.is_none() {
             next_seq[by] += 1;
         }
         let kind = match &o.kind {
@@ -305,6 +309,9 @@ enum Fate {
     Skip,
     Pending,
     Reject(String),
+    /// One version of an equivocated op: logged and denied for the equivocation, or refused as
+    /// the conflicting version (which one depends on the delivery order).
+    Equivocated,
     Lost,
 }
 
@@ -317,6 +324,7 @@ impl fmt::Display for Fate {
             Fate::Skip => f.write_str("skip"),
             Fate::Pending => f.write_str("pending"),
             Fate::Reject(c) => write!(f, "reject:{c}"),
+            Fate::Equivocated => f.write_str("equivocated"),
             Fate::Lost => f.write_str("lost (neither logged, pending nor rejected)"),
         }
     }
@@ -496,6 +504,14 @@ fn deliver<S: Store>(s: &Scenario, m: &Minted, store: S, order: &[Item]) -> Resu
                 _ => Fate::Lost,
             },
         };
+        // Either version of an equivocated op: the same fate whichever one this replica logged.
+        let twinned = s.ops[j].twin.is_some() || s.ops.iter().any(|o| o.twin == Some(j));
+        let refused = matches!(&fate, Fate::Reject(c) if c == "Equivocation");
+        let fate = if twinned && (refused || equivocation_denial(&fate)) {
+            Fate::Equivocated
+        } else {
+            fate
+        };
         fates.push(fate);
     }
 
@@ -581,8 +597,14 @@ fn shuffles() -> usize {
         .unwrap_or(2)
 }
 
+/// A denial for an equivocation (or one whose reason this replica could not report).
+fn equivocation_denial(f: &Fate) -> bool {
+    matches!(f, Fate::Deny(None)) || matches!(f, Fate::Deny(Some(c)) if c == "Equivocation")
+}
+
 fn expect_matches(e: &OpExpect, f: &Fate) -> bool {
     match (e, f) {
+        (OpExpect::Equivocated, Fate::Equivocated) => true,
         (OpExpect::Allow, Fate::Allow)
         | (OpExpect::Pending, Fate::Pending)
         | (OpExpect::Skip, Fate::Skip) => true,

@@ -119,6 +119,15 @@ pub enum ScenarioErrorKind {
     /// A delegation's `proof` chain loops back to itself.
     #[error("delegation {0:?} is its own proof (through its proof chain)")]
     ProofLoop(String),
+    /// An op's `twin` must name an earlier, untampered op by the same principal that is not a
+    /// twin itself, and a twin cannot be tampered.
+    #[error("{op:?} cannot be a twin of {other:?} (needs an earlier, untampered op by the same principal that is not a twin)")]
+    BadTwin {
+        /// The op.
+        op: String,
+        /// The op named in its `twin` field.
+        other: String,
+    },
 }
 
 // ------------------------------------------------------------------ raw TOML form
@@ -210,6 +219,7 @@ struct RawOp {
     restore: Option<String>,
     set_payload: Option<String>,
     tamper: Option<String>,
+    twin: Option<String>,
     parent: Option<String>,
     payload: Option<String>,
     time: Option<u64>,
@@ -394,6 +404,9 @@ pub struct OpSpec {
     pub unseen: Vec<usize>,
     /// Deliver a corrupted form of the op instead (adversarial cases).
     pub tamper: Option<Tamper>,
+    /// This op is a second version of that earlier op by the same author: same `(replica,
+    /// seq)` and Lamport time, different content (an equivocation, `spec/caps.md` §11.6).
+    pub twin: Option<usize>,
     /// The expected final outcome.
     pub expect: Option<OpExpect>,
 }
@@ -424,6 +437,10 @@ pub enum OpExpect {
     /// Rejected by verified ingest, never logged; optionally with this class (`BadSignature`,
     /// `WrongDocument`, `Unsigned`, `Equivocation`, …).
     Reject(Option<String>),
+    /// One version of an equivocated op (it or its `twin`): logged and denied for the
+    /// equivocation, or refused as the conflicting version — which one depends on the order a
+    /// replica received them in.
+    Equivocated,
 }
 
 impl fmt::Display for OpExpect {
@@ -436,6 +453,7 @@ impl fmt::Display for OpExpect {
             OpExpect::Skip => f.write_str("skip"),
             OpExpect::Reject(None) => f.write_str("reject"),
             OpExpect::Reject(Some(c)) => write!(f, "reject:{c}"),
+            OpExpect::Equivocated => f.write_str("equivocated"),
         }
     }
 }
@@ -765,8 +783,30 @@ impl Scenario {
                     return Err(cx.err(f("tamper"), ScenarioErrorKind::BadTamper(t.to_owned())))
                 }
             };
+            let twin = match &o.twin {
+                None => None,
+                Some(t) => {
+                    let j = onames.get(t).map_err(|k| cx.err(f("twin"), k))?;
+                    let bad = j >= i
+                        || principals.get(&raw.op[j].by).ok() != Some(by)
+                        || raw.op[j].tamper.is_some()
+                        || raw.op[j].twin.is_some()
+                        || tamper.is_some();
+                    if bad {
+                        return Err(cx.err(
+                            f("twin"),
+                            ScenarioErrorKind::BadTwin {
+                                op: o.name.clone(),
+                                other: t.clone(),
+                            },
+                        ));
+                    }
+                    Some(j)
+                }
+            };
             ops.push(OpSpec {
                 tamper,
+                twin,
                 name: o.name.clone(),
                 by,
                 chain: chain(f("chain"), &o.chain)?,
@@ -1004,6 +1044,7 @@ fn parse_expect(s: &str) -> Result<OpExpect, ScenarioErrorKind> {
         "pending" => OpExpect::Pending,
         "skip" => OpExpect::Skip,
         "reject" => OpExpect::Reject(None),
+        "equivocated" => OpExpect::Equivocated,
         _ => {
             let class = |c: &str| {
                 (!c.is_empty() && c.bytes().all(|b| b.is_ascii_alphanumeric()))
@@ -1179,6 +1220,23 @@ private
         ));
         assert_eq!(f, "read[0].ability");
         assert!(matches!(k, ScenarioErrorKind::NotRead(Ability::Write)));
+
+        // A twin of another principal's op, of a later op, or itself tampered.
+        let (f, k) = kind(&GOOD.replace("concurrent = [\"c1\"]", "twin = \"c1\""));
+        assert_eq!(f, "op[1].twin");
+        assert!(matches!(k, ScenarioErrorKind::BadTwin { .. }));
+        let (f, k) = kind(&GOOD.replace("create = \"note\"", "create = \"note\"\ntwin = \"m1\""));
+        assert_eq!(f, "op[0].twin");
+        assert!(matches!(k, ScenarioErrorKind::BadTwin { .. }));
+        let twin = "[[op]]\nname = \"c2\"\nby = \"bob\"\nchain = \"d2\"\ncreate = \"x\"\nparent = \"docs\"\ntwin = \"c1\"\n";
+        let s = parse(&GOOD.replace("[[revocation]]", &format!("{twin}[[revocation]]"))).unwrap();
+        assert_eq!(s.ops[2].twin, Some(0));
+        let (f, k) = kind(&GOOD.replace(
+            "[[revocation]]",
+            &format!("{twin}tamper = \"unsigned\"\n[[revocation]]"),
+        ));
+        assert_eq!(f, "op[2].twin");
+        assert!(matches!(k, ScenarioErrorKind::BadTwin { .. }));
 
         let e = parse(&GOOD.replace("name = \"d2\"", "name = \"d1\"")).unwrap_err();
         assert!(e
