@@ -9,7 +9,7 @@
 //! against the replay-time tree; [`Authz`] is the verified ingest in front of it.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -26,6 +26,7 @@ use crate::{Did, Proofs, Revocation, Revocations, SecretKey, Verifier, VerifyErr
 
 mod entry;
 mod ingest;
+mod pipeline;
 
 pub use entry::{
     Entry, EntryDecodeError, Evidence, EvidenceError, GenesisError, MAX_ENTRY_BYTES,
@@ -268,6 +269,9 @@ pub struct AuthzState {
     proofs: Proofs,
     chains: HashMap<ChainRef, Vec<Cid>>,
     revocations: Revocations,
+    /// The delegations some revocation names (a chain naming none of them decides the same for
+    /// every op, so its allowed requests may be answered from `allowed`).
+    revoked: HashSet<Cid>,
     verifier: RefCell<Verifier>,
     /// Requests a chain allowed, with the times at which the same verdict holds (a cache of
     /// [`AuthzState::authorize`]'s full check; see there for when it is bypassed).
@@ -307,6 +311,7 @@ impl AuthzState {
             proofs: Proofs::new(),
             chains,
             revocations: Revocations::new(),
+            revoked: HashSet::new(),
             verifier: RefCell::new(Verifier::new()),
             allowed: RefCell::new(HashMap::new()),
             first_use: RefCell::new(HashMap::new()),
@@ -348,6 +353,7 @@ impl AuthzState {
     }
 
     pub(crate) fn add_revocation(&mut self, r: Revocation) {
+        self.revoked.insert(*r.delegation());
         self.revocations.insert(r);
     }
 
@@ -428,17 +434,6 @@ impl AuthzState {
         time: u64,
         op: Option<OpRef>,
     ) -> Verdict {
-        if let Some(missing) = self.missing(chain) {
-            return Verdict::Unknown { missing };
-        }
-        let cids = &self.chains[chain];
-        // A revocation naming a delegation of the chain makes the verdict depend on the op:
-        // no cache then.
-        let revocable = !self.revocations.is_empty()
-            && self
-                .revocations
-                .iter()
-                .any(|r| cids.contains(r.delegation()));
         let key = AllowKey {
             chain: *chain,
             actor: *actor.public_key(),
@@ -446,14 +441,38 @@ impl AuthzState {
             target,
             ancestors: ancestors.to_vec(),
         };
-        if !revocable {
+        self.authorize_key(key, actor, time, op)
+    }
+
+    /// [`AuthzState::authorize`] of the request `key` (which owns the ancestor path, so the
+    /// replay path builds it once).
+    fn authorize_key(&self, key: AllowKey, actor: &Did, time: u64, op: Option<OpRef>) -> Verdict {
+        // Nothing revoked: the cache answers first. An entry is only made when the chain and all
+        // its delegations were known, and proofs are never forgotten, so nothing is missing.
+        if self.revoked.is_empty() {
             if let Some(w) = self.allowed.borrow().get(&key) {
                 if w.contains(time) {
                     return Verdict::Allow;
                 }
             }
         }
-        let path: Vec<[u8; 16]> = ancestors.iter().map(|a| *a.as_bytes()).collect();
+        let chain = &key.chain;
+        if let Some(missing) = self.missing(chain) {
+            return Verdict::Unknown { missing };
+        }
+        let cids = &self.chains[chain];
+        // A revocation naming a delegation of the chain makes the verdict depend on the op:
+        // no cache then.
+        let revocable = !self.revoked.is_empty() && cids.iter().any(|c| self.revoked.contains(c));
+        if !revocable && !self.revoked.is_empty() {
+            if let Some(w) = self.allowed.borrow().get(&key) {
+                if w.contains(time) {
+                    return Verdict::Allow;
+                }
+            }
+        }
+        let (ability, target) = (key.ability, key.target);
+        let path: Vec<[u8; 16]> = key.ancestors.iter().map(|a| *a.as_bytes()).collect();
         let request = TreeRequest {
             owner: &self.document.owner,
             actor,
@@ -618,19 +637,21 @@ impl TreePolicy for AuthzPolicy {
         };
         for (ability, target) in reqs {
             let Some(target) = target else { continue };
-            let mut ancestors = Vec::new();
+            let mut ancestors = Vec::with_capacity(4);
             for a in view.ancestors(target) {
                 ancestors.push(a?);
             }
-            match self.state.authorize(
-                &actor,
-                &chain,
+            let key = AllowKey {
+                chain,
+                actor: *actor.public_key(),
                 ability,
                 target,
-                &ancestors,
-                att.time(),
-                Some(opref),
-            ) {
+                ancestors,
+            };
+            match self
+                .state
+                .authorize_key(key, &actor, att.time(), Some(opref))
+            {
                 Verdict::Allow => {}
                 Verdict::Deny { reason } => return Ok(TreeDecision::Deny { reason }),
                 Verdict::Unknown { missing } => {
