@@ -6,7 +6,7 @@ use canopy_tree::{
 };
 use rustc_hash::FxHashSet;
 
-use crate::filter::ReadFilter;
+use crate::filter::{Bound, ReadFilter};
 use crate::wire::{gone_digest, NodeRecord, PathEntry, PayloadState};
 
 /// A computed delta, in sending order.
@@ -51,7 +51,7 @@ fn ancestors_of<S: Store, P: Policy>(
 /// Checks that `scope` exists and the filter lets the requester read it and its path.
 pub(crate) fn check_scope<S: Store, P: Policy, F: ReadFilter>(
     tree: &Tree<S, P>,
-    filter: &F,
+    filter: &Bound<'_, F>,
     scope: NodeId,
 ) -> Result<Vec<NodeId>, DeltaError<S::Error>> {
     let anc = ancestors_of(tree, scope)?.ok_or(DeltaError::ScopeNotReadable)?;
@@ -63,7 +63,7 @@ pub(crate) fn check_scope<S: Store, P: Policy, F: ReadFilter>(
 
 struct Emitter<'a, S: Store, P: Policy, F> {
     tree: &'a Tree<S, P>,
-    filter: &'a F,
+    filter: &'a Bound<'a, F>,
     scope: NodeId,
     emitted: FxHashSet<NodeId>,
 }
@@ -197,7 +197,7 @@ fn snapshot<S: Store, P: Policy, F: ReadFilter>(
 /// Computes the delta for a partial replica of `scope` that last synced at `since` (empty: cold).
 pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
     tree: &Tree<S, P>,
-    filter: &F,
+    filter: &Bound<'_, F>,
     scope: NodeId,
     since: &VersionVector,
 ) -> Result<Delta, DeltaError<S::Error>> {
@@ -385,7 +385,7 @@ pub(crate) fn compute<S: Store, P: Policy, F: ReadFilter>(
 
 /// True if the filter hides one of the nodes between a node (whose ancestors are `anc`, parent
 /// first) and the scope root: a node under a hidden subtree stays hidden.
-fn hidden_above<F: ReadFilter>(filter: &F, scope: NodeId, anc: &[NodeId]) -> bool {
+fn hidden_above<F: ReadFilter>(filter: &Bound<'_, F>, scope: NodeId, anc: &[NodeId]) -> bool {
     anc.iter()
         .take_while(|a| **a != scope)
         .enumerate()

@@ -71,16 +71,19 @@ mod partial;
 mod session;
 mod wire;
 
-pub use filter::{AllowAll, ReadFilter, SubtreeScope};
+pub use filter::{AllowAll, CapsRead, Clock, ReadContext, ReadFilter, SubtreeScope};
 pub use partial::{
     MemoryPartial, PartialError, PartialMeta, PartialReplica, PartialStore, PartialViolation,
     SnapshotError, Subtree,
 };
 #[cfg(feature = "sqlite")]
 pub use partial::{SqlitePartial, SqlitePartialError};
-pub use session::{Event, Options, Outcome, PartialSession, Phase, Progress, Session, SyncError};
+pub use session::{
+    refusal_code, Event, Ingested, Options, Outcome, PartialSession, Phase, Progress, RefusedItem,
+    Replica, ReplicaError, Session, SyncError,
+};
 pub use wire::{
-    frontier_count, frontier_digest, gone_digest, ErrorCode, Message, Mode, NodeRecord, PathEntry,
-    PayloadState, RefusalCode, WireError, MAX_ITEMS, MAX_MESSAGE_LEN, MAX_VV_ENTRIES,
-    PROTOCOL_VERSION,
+    entries_digest, frontier_count, frontier_digest, gone_digest, EntriesSummary, EntryId,
+    ErrorCode, Message, Mode, NodeRecord, PathEntry, PayloadState, RefusalCode, WireError,
+    MAX_ITEMS, MAX_MESSAGE_LEN, MAX_VV_ENTRIES, PROTOCOL_VERSION,
 };

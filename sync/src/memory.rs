@@ -6,11 +6,9 @@
 
 use std::collections::VecDeque;
 
-use canopy_tree::{Policy, Store, Tree};
-
 use crate::filter::ReadFilter;
 use crate::partial::{MemoryPartial, PartialReplica, PartialStore};
-use crate::session::{Event, Outcome, PartialSession, Session, SyncError};
+use crate::session::{Event, Outcome, PartialSession, Replica, ReplicaError, Session, SyncError};
 
 /// One side of an in-memory link: a session and the replica it drives.
 pub trait Endpoint {
@@ -24,21 +22,21 @@ pub trait Endpoint {
     fn poll(&mut self) -> Outcome<Self::Error>;
 }
 
-/// A full replica's side.
+/// A full replica's side: a plain `Tree` or an authorized `canopy_caps::Authz` replica.
 #[derive(Debug)]
-pub struct FullPeer<'a, S: Store, P: Policy, F: ReadFilter> {
-    tree: &'a mut Tree<S, P>,
+pub struct FullPeer<'a, R: Replica, F: ReadFilter> {
+    replica: &'a mut R,
     session: Session<F>,
 }
 
-impl<'a, S: Store, P: Policy, F: ReadFilter> FullPeer<'a, S, P, F> {
-    /// Pairs a tree with its session.
-    pub fn new(tree: &'a mut Tree<S, P>, session: Session<F>) -> Self {
-        Self { tree, session }
+impl<'a, R: Replica, F: ReadFilter> FullPeer<'a, R, F> {
+    /// Pairs a replica with its session.
+    pub fn new(replica: &'a mut R, session: Session<F>) -> Self {
+        Self { replica, session }
     }
-    /// The tree (for local ops between pumps in live mode).
-    pub fn tree(&mut self) -> &mut Tree<S, P> {
-        self.tree
+    /// The replica (for local ops between pumps in live mode).
+    pub fn replica(&mut self) -> &mut R {
+        self.replica
     }
     /// The session.
     pub fn session(&self) -> &Session<F> {
@@ -50,16 +48,16 @@ impl<'a, S: Store, P: Policy, F: ReadFilter> FullPeer<'a, S, P, F> {
     }
 }
 
-impl<S: Store, P: Policy, F: ReadFilter> Endpoint for FullPeer<'_, S, P, F> {
-    type Error = S::Error;
-    fn start(&mut self) -> Outcome<S::Error> {
-        self.session.start(self.tree)
+impl<R: Replica, F: ReadFilter> Endpoint for FullPeer<'_, R, F> {
+    type Error = ReplicaError<R>;
+    fn start(&mut self) -> Outcome<ReplicaError<R>> {
+        self.session.start(self.replica)
     }
-    fn receive(&mut self, bytes: &[u8]) -> Outcome<S::Error> {
-        self.session.receive(self.tree, bytes)
+    fn receive(&mut self, bytes: &[u8]) -> Outcome<ReplicaError<R>> {
+        self.session.receive(self.replica, bytes)
     }
-    fn poll(&mut self) -> Outcome<S::Error> {
-        self.session.poll(self.tree)
+    fn poll(&mut self) -> Outcome<ReplicaError<R>> {
+        self.session.poll(self.replica)
     }
 }
 

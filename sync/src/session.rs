@@ -7,19 +7,21 @@
 
 use std::fmt;
 
-use canopy_tree::{
-    ChangeEvent, Op, OpId, Outcome as OpOutcome, Policy, Rejection, Store, Tree, VersionVector,
-};
+use canopy_tree::{ApplyError, ChangeEvent, Op, OpId, Store, VersionVector};
+use rustc_hash::FxHashSet;
 
 use crate::delta::{self, DeltaError};
-use crate::filter::ReadFilter;
+use crate::filter::{Bound, ReadFilter};
 use crate::wire::{
-    frontier_count, frontier_digest, ErrorCode, Message, Mode, RefusalCode, WireError,
+    frontier_count, frontier_digest, EntriesSummary, EntryId, ErrorCode, Message, Mode,
+    RefusalCode, WireError,
 };
 
 mod partial;
+mod replica;
 
 pub use partial::PartialSession;
+pub use replica::{refusal_code, Ingested, RefusedItem, Replica, ReplicaError};
 
 /// Tuning and behaviour of a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +92,10 @@ pub enum Event {
     Refused { op: OpId, code: RefusalCode },
     /// We refused one of the peer's ops (not logged, or logged as a denied no-op).
     RejectedFromPeer { op: OpId, code: RefusalCode },
+    /// The peer refused one of the document entries we sent.
+    RefusedEntry { entry: EntryId, code: RefusalCode },
+    /// We refused one of the document entries the peer sent (nothing of it was kept).
+    RejectedEntryFromPeer { entry: EntryId, code: RefusalCode },
 }
 
 /// Why a session ended in failure. The session is closed; the [`Outcome`] carrying the error
@@ -112,6 +118,9 @@ pub enum SyncError<E: std::error::Error + 'static> {
     /// The local store failed.
     #[error("store: {0}")]
     Store(#[source] E),
+    /// Applying received items failed other than in the store (the batch was rolled back).
+    #[error("apply: {0}")]
+    Apply(#[source] ApplyError<E>),
     /// A partial delta did not hang together (records whose parents are neither held nor sent):
     /// it was not adopted; what does not reach the scope root was dropped and the next sync asks
     /// for a full snapshot.
@@ -165,6 +174,9 @@ pub(crate) fn kind_name(m: &Message) -> &'static str {
         Message::Gone(_) => "gone",
         Message::Checkpoint { .. } => "checkpoint",
         Message::Refused { .. } => "refused",
+        Message::EntryIds { .. } => "entry ids",
+        Message::Entries(_) => "entries",
+        Message::RefusedEntry { .. } => "refused entry",
         Message::Error(_) => "error",
         Message::Close => "close",
         #[allow(unreachable_patterns)]
@@ -179,8 +191,11 @@ struct PartialPeer {
     served: bool,
 }
 
-/// The session of a full replica: reconciles with another full replica (symmetric), or serves a
-/// [`PartialSession`] the subtree it asks for, filtered by `F`.
+/// The session of a full replica (any [`Replica`]: a plain [`canopy_tree::Tree`] or an
+/// authorized `canopy_caps::Authz`): reconciles ops and document entries with another full
+/// replica (symmetric), or serves a [`PartialSession`] the subtree it asks for, filtered by `F`.
+/// Everything the peer pushes enters through [`Replica::ingest_ops`] /
+/// [`Replica::ingest_entries`]; what they refuse goes back as typed refusals.
 pub struct Session<F: ReadFilter> {
     filter: F,
     options: Options,
@@ -188,6 +203,14 @@ pub struct Session<F: ReadFilter> {
     phase: Phase,
     /// Our Hello's digest and count, and the frontier they describe.
     hello: Option<([u8; 32], u64, VersionVector)>,
+    /// Our Hello's entries summary and the sorted ids it covers.
+    hello_entries: (EntriesSummary, Vec<EntryId>),
+    /// Entry ids the peer is known to hold (from its EntryIds, and what was sent either way).
+    peer_entries: FxHashSet<EntryId>,
+    /// `peer_entries` is complete (we have the peer's whole list, or its summary equalled ours).
+    peer_entries_known: bool,
+    /// We sent EntryIds and wait for the peer's.
+    awaiting_entry_ids: bool,
     peer_hello: bool,
     peer_live: bool,
     frontier_sent: Option<VersionVector>,
@@ -221,6 +244,10 @@ impl<F: ReadFilter> Session<F> {
             meter: Meter::default(),
             phase: Phase::Connecting,
             hello: None,
+            hello_entries: (EntriesSummary::default(), Vec::new()),
+            peer_entries: FxHashSet::default(),
+            peer_entries_known: false,
+            awaiting_entry_ids: false,
             peer_hello: false,
             peer_live: false,
             frontier_sent: None,
@@ -251,9 +278,9 @@ impl<F: ReadFilter> Session<F> {
     }
 
     /// Opens the session: sends Hello. (A server may skip it; the first `receive` answers Hello.)
-    pub fn start<S: Store, P: Policy>(&mut self, tree: &Tree<S, P>) -> Outcome<S::Error> {
+    pub fn start<R: Replica>(&mut self, replica: &R) -> Outcome<ReplicaError<R>> {
         let mut out = Outcome::default();
-        if let Err(e) = self.send_hello(tree, &mut out) {
+        if let Err(e) = self.send_hello(replica, &mut out) {
             self.fail(&mut out, SyncError::Store(e), Some(ErrorCode::Storage));
         }
         out
@@ -302,18 +329,23 @@ impl<F: ReadFilter> Session<F> {
         out.error = Some(error);
     }
 
-    fn send_hello<S: Store, P: Policy>(
+    fn send_hello<R: Replica>(
         &mut self,
-        tree: &Tree<S, P>,
-        out: &mut Outcome<S::Error>,
-    ) -> Result<(), S::Error> {
+        replica: &R,
+        out: &mut Outcome<ReplicaError<R>>,
+    ) -> Result<(), ReplicaError<R>> {
         if self.hello.is_some() {
             return Ok(());
         }
-        let frontier = tree.store().frontier()?;
+        let frontier = replica.tree().store().frontier()?;
         let digest = frontier_digest(&frontier);
         let count = frontier_count(&frontier);
         self.hello = Some((digest, count, frontier));
+        let mut ids: Vec<EntryId> = replica.entries()?.iter().map(|e| EntryId::of(e)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let entries = EntriesSummary::of(&ids);
+        self.hello_entries = (entries, ids);
         self.push(
             out,
             &Message::Hello {
@@ -321,6 +353,7 @@ impl<F: ReadFilter> Session<F> {
                 digest,
                 count,
                 live: self.options.live,
+                entries,
             },
         );
         self.progress(out);
@@ -328,11 +361,11 @@ impl<F: ReadFilter> Session<F> {
     }
 
     /// Handles one received message.
-    pub fn receive<S: Store, P: Policy>(
+    pub fn receive<R: Replica>(
         &mut self,
-        tree: &mut Tree<S, P>,
+        replica: &mut R,
         bytes: &[u8],
-    ) -> Outcome<S::Error> {
+    ) -> Outcome<ReplicaError<R>> {
         let mut out = Outcome::default();
         if self.closed {
             out.finished = true;
@@ -347,9 +380,9 @@ impl<F: ReadFilter> Session<F> {
                 return out;
             }
         };
-        if let Err(e) = self.handle(tree, msg, &mut out) {
+        if let Err(e) = self.handle(replica, msg, &mut out) {
             let code = match &e {
-                SyncError::Store(_) => Some(ErrorCode::Storage),
+                SyncError::Store(_) | SyncError::Apply(_) => Some(ErrorCode::Storage),
                 SyncError::Unexpected { .. } => Some(ErrorCode::Unexpected),
                 SyncError::RefusedPeer(c) => Some(*c),
                 _ => None,
@@ -361,25 +394,25 @@ impl<F: ReadFilter> Session<F> {
 
     /// Sends what is ready: the next op batches of a stream, new ops in live mode, or a new
     /// delta for a live partial peer. Call when the transport can take more, and after local ops.
-    pub fn poll<S: Store, P: Policy>(&mut self, tree: &Tree<S, P>) -> Outcome<S::Error> {
+    pub fn poll<R: Replica>(&mut self, replica: &R) -> Outcome<ReplicaError<R>> {
         let mut out = Outcome::default();
         if self.closed {
             out.finished = true;
             return out;
         }
-        if let Err(e) = self.pump(tree, &mut out) {
+        if let Err(e) = self.pump(replica, &mut out) {
             self.fail(&mut out, SyncError::Store(e), Some(ErrorCode::Storage));
         }
         out
     }
 
-    fn pump<S: Store, P: Policy>(
+    fn pump<R: Replica>(
         &mut self,
-        tree: &Tree<S, P>,
-        out: &mut Outcome<S::Error>,
-    ) -> Result<(), S::Error> {
+        replica: &R,
+        out: &mut Outcome<ReplicaError<R>>,
+    ) -> Result<(), ReplicaError<R>> {
         if self.partial.as_ref().is_some_and(|p| p.served) && self.phase == Phase::Live {
-            return self.serve_delta(tree, out).or_else(|e| match e {
+            return self.serve_delta(replica, out).or_else(|e| match e {
                 DeltaError::Store(e) => Err(e),
                 // the scope became unreadable (moved out of the grant): end the session
                 DeltaError::ScopeNotReadable => {
@@ -393,17 +426,56 @@ impl<F: ReadFilter> Session<F> {
             });
         }
         if self.streaming || (self.phase == Phase::Live && self.peer_has.is_some()) {
-            self.fill(tree, out)?;
+            // the grant may have been revoked since the last batch: decide again
+            if !self.filter.can_read_log(&replica.read_context()) {
+                self.fail(
+                    out,
+                    SyncError::RefusedPeer(ErrorCode::FullSyncNotAllowed),
+                    Some(ErrorCode::FullSyncNotAllowed),
+                );
+                return Ok(());
+            }
+            if self.phase == Phase::Live && self.peer_entries_known {
+                self.relay_entries(replica, out)?;
+            }
+            self.fill(replica, out)?;
         }
         Ok(())
     }
 
-    fn handle<S: Store, P: Policy>(
+    /// Sends the document entries the peer is not known to hold, in the replica's order.
+    fn relay_entries<R: Replica>(
         &mut self,
-        tree: &mut Tree<S, P>,
+        replica: &R,
+        out: &mut Outcome<ReplicaError<R>>,
+    ) -> Result<(), ReplicaError<R>> {
+        let missing: Vec<Vec<u8>> = replica
+            .entries()?
+            .into_iter()
+            .filter(|e| self.peer_entries.insert(EntryId::of(e)))
+            .collect();
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        for e in missing {
+            bytes += e.len() + 4;
+            batch.push(e);
+            if bytes >= self.options.batch_bytes || batch.len() >= crate::wire::MAX_ITEMS {
+                self.push(out, &Message::Entries(std::mem::take(&mut batch)));
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.push(out, &Message::Entries(batch));
+        }
+        Ok(())
+    }
+
+    fn handle<R: Replica>(
+        &mut self,
+        replica: &mut R,
         msg: Message,
-        out: &mut Outcome<S::Error>,
-    ) -> Result<(), SyncError<S::Error>> {
+        out: &mut Outcome<ReplicaError<R>>,
+    ) -> Result<(), SyncError<ReplicaError<R>>> {
         let unexpected = |m: &Message| SyncError::Unexpected { got: kind_name(m) };
         match msg {
             Message::Hello {
@@ -411,19 +483,27 @@ impl<F: ReadFilter> Session<F> {
                 digest,
                 count,
                 live,
+                entries,
             } if !self.peer_hello => {
                 self.peer_hello = true;
                 self.peer_live = live;
-                self.send_hello(tree, out).map_err(SyncError::Store)?;
+                self.send_hello(replica, out).map_err(SyncError::Store)?;
                 match mode {
                     Mode::Full => {
-                        if !self.filter.can_read_log() {
+                        if !self.filter.can_read_log(&replica.read_context()) {
                             return Err(SyncError::RefusedPeer(ErrorCode::FullSyncNotAllowed));
                         }
                         let (our_digest, our_count, our_frontier) =
                             self.hello.clone().expect("hello sent above");
                         self.phase = Phase::Reconciling;
-                        if (our_digest, our_count) == (digest, count) {
+                        let same_entries = self.hello_entries.0 == entries;
+                        if same_entries {
+                            // the peer holds what our Hello described
+                            self.peer_entries
+                                .extend(self.hello_entries.1.iter().copied());
+                            self.peer_entries_known = true;
+                        }
+                        if (our_digest, our_count) == (digest, count) && same_entries {
                             // the peer has what our Hello described (not ops made since)
                             self.peer_has = Some(our_frontier);
                             self.total = Some(0);
@@ -431,14 +511,29 @@ impl<F: ReadFilter> Session<F> {
                             self.end_received = true;
                             self.reconciled(out);
                         } else {
-                            let f = tree.store().frontier().map_err(SyncError::Store)?;
+                            if !same_entries {
+                                // both sides see the summaries differ: both list their ids,
+                                // before the frontier, so each answers with the missing
+                                // entries before it streams ops
+                                self.send_entry_ids(out);
+                                self.awaiting_entry_ids = true;
+                            }
+                            let f = replica
+                                .tree()
+                                .store()
+                                .frontier()
+                                .map_err(SyncError::Store)?;
                             self.push(out, &Message::Frontier(f.clone()));
                             self.frontier_sent = Some(f);
                             self.progress(out);
                         }
                     }
                     Mode::Partial { scope, since } => {
-                        match delta::check_scope(tree, &self.filter, scope) {
+                        let bound = Bound {
+                            filter: &self.filter,
+                            cx: replica.read_context(),
+                        };
+                        match delta::check_scope(replica.tree(), &bound, scope) {
                             Ok(_) => {}
                             Err(DeltaError::Store(e)) => return Err(SyncError::Store(e)),
                             Err(DeltaError::ScopeNotReadable) => {
@@ -468,7 +563,30 @@ impl<F: ReadFilter> Session<F> {
                 self.streaming = true;
                 self.phase = Phase::Downloading;
                 self.progress(out);
-                self.fill(tree, out).map_err(SyncError::Store)?;
+                self.fill(replica, out).map_err(SyncError::Store)?;
+            }
+            Message::EntryIds { ids, more } if self.awaiting_entry_ids => {
+                self.peer_entries.extend(ids);
+                if !more {
+                    self.awaiting_entry_ids = false;
+                    self.peer_entries_known = true;
+                    self.relay_entries(replica, out).map_err(SyncError::Store)?;
+                }
+            }
+            Message::Entries(entries) if self.peer_hello => {
+                for e in &entries {
+                    self.peer_entries.insert(EntryId::of(e));
+                }
+                let prev = self.phase;
+                self.phase = Phase::Applying;
+                self.progress(out);
+                let ingested = replica.ingest_entries(entries).map_err(apply_error)?;
+                self.report(ingested, out);
+                self.phase = prev;
+                self.progress(out);
+                if self.phase == Phase::Live && self.partial.is_some() {
+                    self.pump(replica, out).map_err(SyncError::Store)?;
+                }
             }
             Message::Ops(ops)
                 if self.peer_hello && (self.partial.is_some() || self.peer_has.is_some()) =>
@@ -478,7 +596,8 @@ impl<F: ReadFilter> Session<F> {
                 let prev = self.phase;
                 self.phase = Phase::Applying;
                 self.progress(out);
-                self.ingest(tree, ops, out)?;
+                let ingested = replica.ingest_ops(ops).map_err(apply_error)?;
+                self.report(ingested, out);
                 if let Some(has) = self.peer_has.as_mut() {
                     for id in ids {
                         if id.seq() > has.get(&id.replica()) {
@@ -492,12 +611,12 @@ impl<F: ReadFilter> Session<F> {
                 if self.phase == Phase::Live {
                     // relay: live partial peers get their delta, live full peers nothing (they sent it)
                     if self.partial.is_some() {
-                        self.pump(tree, out).map_err(SyncError::Store)?;
+                        self.pump(replica, out).map_err(SyncError::Store)?;
                     }
                 }
             }
             Message::End if self.partial.as_ref().is_some_and(|p| !p.served) => {
-                self.serve_delta(tree, out).map_err(|e| match e {
+                self.serve_delta(replica, out).map_err(|e| match e {
                     DeltaError::Store(e) => SyncError::Store(e),
                     DeltaError::ScopeNotReadable => {
                         SyncError::RefusedPeer(ErrorCode::ScopeNotReadable)
@@ -520,6 +639,9 @@ impl<F: ReadFilter> Session<F> {
                 }
             }
             Message::Refused { op, code } => out.events.push(Event::Refused { op, code }),
+            Message::RefusedEntry { entry, code } => {
+                out.events.push(Event::RefusedEntry { entry, code })
+            }
             Message::Error(code) => {
                 self.closed = true;
                 self.phase = Phase::Done;
@@ -536,33 +658,50 @@ impl<F: ReadFilter> Session<F> {
         Ok(())
     }
 
-    /// The one place where ops pushed by a peer enter the tree. Issue 5's verified, authorized
-    /// ingest replaces `Tree::apply` here.
-    fn ingest<S: Store, P: Policy>(
-        &mut self,
-        tree: &mut Tree<S, P>,
-        ops: Vec<Op>,
-        out: &mut Outcome<S::Error>,
-    ) -> Result<(), SyncError<S::Error>> {
-        let report = tree.apply(ops).map_err(|e| match e {
-            canopy_tree::ApplyError::Store(e) => SyncError::Store(e),
-            #[allow(unreachable_patterns)]
-            _ => SyncError::Closed,
-        })?;
-        for r in report.all() {
-            let code = match &r.outcome {
-                OpOutcome::Rejected(Rejection::Equivocation) => RefusalCode::Equivocation,
-                OpOutcome::Rejected(_) => RefusalCode::Invalid,
-                OpOutcome::Denied { .. } => RefusalCode::Denied,
-                _ => continue,
-            };
-            self.push(out, &Message::Refused { op: r.id, code });
-            out.events.push(Event::RejectedFromPeer { op: r.id, code });
+    /// Sends our Hello's entry ids, in messages of at most [`crate::MAX_ITEMS`].
+    fn send_entry_ids<E: std::error::Error + 'static>(&mut self, out: &mut Outcome<E>) {
+        let ids = std::mem::take(&mut self.hello_entries.1);
+        let mut chunks = ids.chunks(crate::wire::MAX_ITEMS).peekable();
+        if chunks.peek().is_none() {
+            self.push(
+                out,
+                &Message::EntryIds {
+                    ids: Vec::new(),
+                    more: false,
+                },
+            );
         }
-        if !report.events.is_empty() {
-            out.events.push(Event::Changed(report.events));
+        while let Some(c) = chunks.next() {
+            let more = chunks.peek().is_some();
+            self.push(
+                out,
+                &Message::EntryIds {
+                    ids: c.to_vec(),
+                    more,
+                },
+            );
         }
-        Ok(())
+        self.hello_entries.1 = ids;
+    }
+
+    /// Sends a refusal for every item the replica refused, and reports the changes.
+    fn report<E: std::error::Error + 'static>(&mut self, ingested: Ingested, out: &mut Outcome<E>) {
+        for (item, code) in ingested.refused {
+            match item {
+                RefusedItem::Op(op) => {
+                    self.push(out, &Message::Refused { op, code });
+                    out.events.push(Event::RejectedFromPeer { op, code });
+                }
+                RefusedItem::Entry(entry) => {
+                    self.push(out, &Message::RefusedEntry { entry, code });
+                    out.events
+                        .push(Event::RejectedEntryFromPeer { entry, code });
+                }
+            }
+        }
+        if !ingested.events.is_empty() {
+            out.events.push(Event::Changed(ingested.events));
+        }
     }
 
     fn reconciled<E: std::error::Error + 'static>(&mut self, out: &mut Outcome<E>) {
@@ -579,12 +718,12 @@ impl<F: ReadFilter> Session<F> {
 
     /// Streams ops the peer lacks (above `peer_has`) up to the poll budget; ends the initial
     /// stream with End.
-    fn fill<S: Store, P: Policy>(
+    fn fill<R: Replica>(
         &mut self,
-        tree: &Tree<S, P>,
-        out: &mut Outcome<S::Error>,
-    ) -> Result<(), S::Error> {
-        let store = tree.store();
+        replica: &R,
+        out: &mut Outcome<ReplicaError<R>>,
+    ) -> Result<(), ReplicaError<R>> {
+        let store = replica.tree().store();
         let frontier = store.frontier()?;
         let has = self
             .peer_has
@@ -634,17 +773,21 @@ impl<F: ReadFilter> Session<F> {
         Ok(())
     }
 
-    fn serve_delta<S: Store, P: Policy>(
+    fn serve_delta<R: Replica>(
         &mut self,
-        tree: &Tree<S, P>,
-        out: &mut Outcome<S::Error>,
-    ) -> Result<(), DeltaError<S::Error>> {
+        replica: &R,
+        out: &mut Outcome<ReplicaError<R>>,
+    ) -> Result<(), DeltaError<ReplicaError<R>>> {
         let peer = self.partial.as_ref().expect("partial peer");
-        let frontier = tree.store().frontier()?;
+        let frontier = replica.tree().store().frontier()?;
         if peer.served && frontier == peer.since {
             return Ok(());
         }
-        let d = delta::compute(tree, &self.filter, peer.scope, &peer.since)?;
+        let bound = Bound {
+            filter: &self.filter,
+            cx: replica.read_context(),
+        };
+        let d = delta::compute(replica.tree(), &bound, peer.scope, &peer.since)?;
         let mut msgs = Vec::new();
         let items = (d.first.len() + d.records.len() + d.gone.len()) as u64;
         let reset = d.reset;
@@ -675,6 +818,13 @@ impl<F: ReadFilter> Session<F> {
         peer.since = d.frontier;
         peer.served = true;
         Ok(())
+    }
+}
+
+fn apply_error<E: std::error::Error + 'static>(e: ApplyError<E>) -> SyncError<E> {
+    match e {
+        ApplyError::Store(e) => SyncError::Store(e),
+        e => SyncError::Apply(e),
     }
 }
 

@@ -6,13 +6,17 @@
 //! bytes    = len:varint data:[len]
 //! ```
 //!
+//! Document entries (`canopy_caps::Entry`: delegations, chains, revocations, genesis,
+//! equivocation evidence, held ops) travel as opaque bytes in [`Message::Entries`]; the replica
+//! that receives them decodes and verifies them (sync never interprets them).
+//!
 //! Decoding never panics: every malformed input is a [`WireError`].
 
 use canopy_tree::{NodeId, Op, OpId, Position, ReplicaId, VersionVector};
 use sha2::{Digest, Sha256};
 
 /// The protocol version this crate speaks (first byte of every message).
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Largest encoded message, in bytes (4 MiB). Larger input is refused before decoding.
 pub const MAX_MESSAGE_LEN: usize = 4 << 20;
 /// Most entries in one message's list (ops, node records, gone digests, path entries).
@@ -31,6 +35,9 @@ const T_CHECKPOINT: u8 = 7;
 const T_REFUSED: u8 = 8;
 const T_ERROR: u8 = 9;
 const T_CLOSE: u8 = 10;
+const T_ENTRY_IDS: u8 = 11;
+const T_ENTRIES: u8 = 12;
+const T_REFUSED_ENTRY: u8 = 13;
 
 /// Why bytes are not a valid sync message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -123,7 +130,9 @@ pub struct PathEntry {
     pub position: Position,
 }
 
-/// Why the peer refused one pushed op (sent in [`Message::Refused`]).
+/// Why the peer refused one pushed item (sent in [`Message::Refused`] for an op of an
+/// [`Message::Ops`] batch, in [`Message::RefusedEntry`] for an item of [`Message::Entries`]).
+/// Nothing of a refused item is stored, except [`RefusalCode::Denied`] ops (logged as no-ops).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[non_exhaustive]
 pub enum RefusalCode {
@@ -131,8 +140,103 @@ pub enum RefusalCode {
     Invalid,
     /// Another op with the same id is known (equivocation).
     Equivocation,
-    /// The responder's policy denied it (logged as a no-op).
+    /// The responder's policy denied it (logged as a no-op; its capability does not cover it).
     Denied,
+    /// The op's signature does not verify under its replica key.
+    BadSignature,
+    /// The op is signed for another document.
+    WrongDocument,
+    /// The op carries no signature (an authorized replica takes only signed ops).
+    Unsigned,
+    /// The op's replica key is not a usable Ed25519 key.
+    BadReplicaKey,
+    /// The entry's bytes are not a document entry (or the delegation envelope does not decode).
+    MalformedEntry,
+    /// A delegation whose signature does not verify.
+    BadDelegation,
+    /// The op waits for a proof the responder does not have and its hold is full.
+    HoldFull,
+    /// The receiving replica keeps no document entries (a plain, unauthorized tree).
+    Unsupported,
+}
+
+impl RefusalCode {
+    const ALL: [RefusalCode; 11] = [
+        RefusalCode::Invalid,
+        RefusalCode::Equivocation,
+        RefusalCode::Denied,
+        RefusalCode::BadSignature,
+        RefusalCode::WrongDocument,
+        RefusalCode::Unsigned,
+        RefusalCode::BadReplicaKey,
+        RefusalCode::MalformedEntry,
+        RefusalCode::BadDelegation,
+        RefusalCode::HoldFull,
+        RefusalCode::Unsupported,
+    ];
+
+    /// Its wire byte.
+    pub fn to_byte(self) -> u8 {
+        Self::ALL
+            .iter()
+            .position(|c| *c == self)
+            .expect("every code is listed") as u8
+    }
+
+    /// The code of a wire byte.
+    pub fn from_byte(b: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(b)).copied()
+    }
+}
+
+/// A document entry's id: SHA-256 of its encoding (the key under which a replica stores it).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntryId([u8; 32]);
+
+impl EntryId {
+    /// The id of an encoded entry.
+    pub fn of(entry: &[u8]) -> Self {
+        Self(Sha256::digest(entry).into())
+    }
+    /// From its 32 bytes.
+    pub const fn from_bytes(b: [u8; 32]) -> Self {
+        Self(b)
+    }
+    /// Its 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl std::fmt::Debug for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EntryId({})", &hex::encode(self.0)[..8])
+    }
+}
+
+impl std::str::FromStr for EntryId {
+    type Err = hex::FromHexError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(s, &mut b)?;
+        Ok(Self(b))
+    }
+}
+
+/// What a replica holds besides its op log, as announced in [`Message::Hello`]: the number of
+/// document entries and [`entries_digest`] of their ids (zero when there are none).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct EntriesSummary {
+    /// Number of entries.
+    pub count: u64,
+    /// [`entries_digest`] of their ids (all zero when `count` is 0; not sent then).
+    pub digest: [u8; 32],
 }
 
 /// A fatal session error sent to the peer before closing (sent in [`Message::Error`]).
@@ -169,6 +273,8 @@ pub enum Message {
         count: u64,
         /// Stay connected and exchange new ops after reconciling.
         live: bool,
+        /// The document entries the sender holds (full mode; a partial replica sends none).
+        entries: EntriesSummary,
     },
     /// The sender's exact frontier (full mode, after the digests differed).
     Frontier(VersionVector),
@@ -198,6 +304,14 @@ pub enum Message {
     },
     /// A pushed op was refused.
     Refused { op: OpId, code: RefusalCode },
+    /// The ids of every document entry the sender holds (full mode, after the entries
+    /// summaries differed), sorted; `more`: another `EntryIds` message follows.
+    EntryIds { ids: Vec<EntryId>, more: bool },
+    /// Document entries the receiver lacks, each in its `canopy_caps::Entry` encoding, in the
+    /// order they are to be ingested (proofs before what depends on them).
+    Entries(Vec<Vec<u8>>),
+    /// An item of an [`Message::Entries`] batch was refused.
+    RefusedEntry { entry: EntryId, code: RefusalCode },
     /// A fatal error; the sender closes the session.
     Error(ErrorCode),
     /// The sender ends the session.
@@ -221,6 +335,35 @@ pub fn gone_digest(node: NodeId) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&d[..16]);
     out
+}
+
+/// SHA-256 of a set of entry ids, domain-separated: `SHA-256("canopy-sync/entries/v1" ‖ ids)`
+/// with the ids sorted and deduplicated. Order-independent: two replicas holding the same
+/// entries have the same digest.
+pub fn entries_digest<'a>(ids: impl IntoIterator<Item = &'a EntryId>) -> [u8; 32] {
+    let mut v: Vec<&EntryId> = ids.into_iter().collect();
+    v.sort_unstable();
+    v.dedup();
+    let mut h = Sha256::new();
+    h.update(b"canopy-sync/entries/v1");
+    for id in v {
+        h.update(id.0);
+    }
+    h.finalize().into()
+}
+
+impl EntriesSummary {
+    /// The summary of a set of entry ids (see [`entries_digest`]).
+    pub fn of<'a>(ids: impl IntoIterator<Item = &'a EntryId> + Clone) -> Self {
+        let count = ids.clone().into_iter().count() as u64;
+        if count == 0 {
+            return Self::default();
+        }
+        Self {
+            count,
+            digest: entries_digest(ids),
+        }
+    }
 }
 
 /// Number of ops a frontier covers (sum of its entries).
@@ -282,6 +425,7 @@ impl Message {
                 digest,
                 count,
                 live,
+                entries,
             } => {
                 out.push(T_HELLO);
                 match mode {
@@ -295,6 +439,10 @@ impl Message {
                 out.extend_from_slice(digest);
                 put_varint(&mut out, *count);
                 out.push(u8::from(*live));
+                put_varint(&mut out, entries.count);
+                if entries.count > 0 {
+                    out.extend_from_slice(&entries.digest);
+                }
             }
             Message::Frontier(vv) => {
                 out.push(T_FRONTIER);
@@ -355,11 +503,27 @@ impl Message {
             Message::Refused { op, code } => {
                 out.push(T_REFUSED);
                 put_op_id(&mut out, *op);
-                out.push(match code {
-                    RefusalCode::Invalid => 0,
-                    RefusalCode::Equivocation => 1,
-                    RefusalCode::Denied => 2,
-                });
+                out.push(code.to_byte());
+            }
+            Message::EntryIds { ids, more } => {
+                out.push(T_ENTRY_IDS);
+                out.push(u8::from(*more));
+                put_varint(&mut out, ids.len() as u64);
+                for id in ids {
+                    out.extend_from_slice(&id.0);
+                }
+            }
+            Message::Entries(entries) => {
+                out.push(T_ENTRIES);
+                put_varint(&mut out, entries.len() as u64);
+                for e in entries {
+                    put_bytes(&mut out, e);
+                }
+            }
+            Message::RefusedEntry { entry, code } => {
+                out.push(T_REFUSED_ENTRY);
+                out.extend_from_slice(&entry.0);
+                out.push(code.to_byte());
             }
             Message::Error(code) => {
                 out.push(T_ERROR);
@@ -405,11 +569,19 @@ impl Message {
                 let digest = r.array()?;
                 let count = r.varint()?;
                 let live = r.flag("live")?;
+                let entries = match r.varint()? {
+                    0 => EntriesSummary::default(),
+                    count => EntriesSummary {
+                        count,
+                        digest: r.array()?,
+                    },
+                };
                 Message::Hello {
                     mode,
                     digest,
                     count,
                     live,
+                    entries,
                 }
             }
             T_FRONTIER => Message::Frontier(r.vv()?),
@@ -466,19 +638,37 @@ impl Message {
             },
             T_REFUSED => {
                 let op = r.op_id()?;
-                let code = match r.u8()? {
-                    0 => RefusalCode::Invalid,
-                    1 => RefusalCode::Equivocation,
-                    2 => RefusalCode::Denied,
-                    v => {
-                        return Err(WireError::InvalidValue {
-                            field: "refusal",
-                            value: v.into(),
-                        })
-                    }
-                };
+                let code = r.refusal()?;
                 Message::Refused { op, code }
             }
+            T_ENTRY_IDS => {
+                let more = r.flag("more")?;
+                let n = r.count(MAX_ITEMS)?;
+                let mut ids: Vec<EntryId> = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let id = EntryId(r.array()?);
+                    if ids.last().is_some_and(|p| *p >= id) {
+                        return Err(WireError::InvalidValue {
+                            field: "entry ids order",
+                            value: ids.len() as u64,
+                        });
+                    }
+                    ids.push(id);
+                }
+                Message::EntryIds { ids, more }
+            }
+            T_ENTRIES => {
+                let n = r.count(MAX_ITEMS)?;
+                let mut v = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    v.push(r.bytes()?.to_vec());
+                }
+                Message::Entries(v)
+            }
+            T_REFUSED_ENTRY => Message::RefusedEntry {
+                entry: EntryId(r.array()?),
+                code: r.refusal()?,
+            },
             T_ERROR => Message::Error(match r.u8()? {
                 0 => ErrorCode::Malformed,
                 1 => ErrorCode::Unexpected,
@@ -527,6 +717,13 @@ impl<'a> Reader<'a> {
                 value: v.into(),
             }),
         }
+    }
+    fn refusal(&mut self) -> Result<RefusalCode, WireError> {
+        let v = self.u8()?;
+        RefusalCode::from_byte(v).ok_or(WireError::InvalidValue {
+            field: "refusal",
+            value: v.into(),
+        })
     }
     pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         let mut a = [0u8; N];
@@ -652,16 +849,19 @@ mod tests {
             Err(WireError::TooLarge { .. })
         ));
         assert_eq!(
-            Message::decode(&[2, 0]),
-            Err(WireError::UnsupportedVersion { version: 2 })
+            Message::decode(&[1, 0]),
+            Err(WireError::UnsupportedVersion { version: 1 })
         );
         assert_eq!(
-            Message::decode(&[1, 99]),
+            Message::decode(&[PROTOCOL_VERSION, 99]),
             Err(WireError::UnknownType { kind: 99 })
         );
-        assert_eq!(Message::decode(&[1]), Err(WireError::Truncated));
         assert_eq!(
-            Message::decode(&[1, T_END, 0]),
+            Message::decode(&[PROTOCOL_VERSION]),
+            Err(WireError::Truncated)
+        );
+        assert_eq!(
+            Message::decode(&[PROTOCOL_VERSION, T_END, 0]),
             Err(WireError::TrailingBytes { count: 1 })
         );
     }

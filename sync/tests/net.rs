@@ -148,7 +148,7 @@ async fn live_clients_get_ops_pushed_by_others() {
                 if matches!(ev, Event::Progress(pr) if pr.phase == Phase::Live) {
                     live_seen = true;
                 }
-                let n = p.tree().node_count().unwrap();
+                let n = p.replica().node_count().unwrap();
                 if n == 3 {
                     Flow::Stop
                 } else {
@@ -262,7 +262,7 @@ async fn bad_frames_close_only_their_connection_and_store_nothing() {
         let mut t = Tree::new(MemoryStore::new(), rep(2));
         let mut peer = FullPeer::new(&mut t, live_session());
         net::sync(live_url.as_str(), &mut peer, |p, _| {
-            if p.tree().node_count().unwrap() == 51 {
+            if p.replica().node_count().unwrap() == 51 {
                 Flow::Stop
             } else {
                 Flow::Continue
@@ -316,6 +316,7 @@ async fn bad_frames_close_only_their_connection_and_store_nothing() {
         digest: frontier_digest(&empty),
         count: 0,
         live: false,
+        entries: Default::default(),
     };
     let (_, code) = raw(
         &url,

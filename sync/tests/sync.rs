@@ -6,8 +6,9 @@ use std::convert::Infallible;
 
 use canopy_sync::memory::{self, Endpoint, FullPeer, PartialPeer, PumpError};
 use canopy_sync::{
-    AllowAll, ErrorCode, Event, Message, Mode, NodeRecord, Options, Outcome, PartialReplica,
-    PartialSession, PayloadState, Phase, ReadFilter, Session, SubtreeScope, SyncError,
+    AllowAll, EntriesSummary, EntryId, ErrorCode, Event, Message, Mode, NodeRecord, Options,
+    Outcome, PartialReplica, PartialSession, PayloadState, Phase, ReadContext, ReadFilter,
+    RefusalCode, Session, SubtreeScope, SyncError,
 };
 use canopy_tree::{
     Lamport, MemoryStore, NodeId, Op, OpId, OpKind, Place, Policy, Position, ReplicaId, Store,
@@ -486,13 +487,20 @@ proptest! {
             digest: [0; 32],
             count: 0,
             live: true,
+            entries: EntriesSummary::default(),
         };
         let mut full_s = Session::new(AllowAll, opts(true));
         let mut scoped_s = Session::new(SubtreeScope::new(x), opts(true));
         let mut p = PartialReplica::new(x, rep(9));
         let mut ps = PartialSession::new(opts(true));
         let _ = ps.start(&mut p);
-        let server_hello = Message::Hello { mode: Mode::Full, digest: [0; 32], count: 0, live: true };
+        let server_hello = Message::Hello {
+            mode: Mode::Full,
+            digest: [0; 32],
+            count: 0,
+            live: true,
+            entries: EntriesSummary::default(),
+        };
         let _ = ps.receive(&mut p, &server_hello.encode());
         for m in std::iter::once(hello).chain(msgs.iter().cloned()) {
             let bytes = m.encode();
@@ -639,10 +647,11 @@ fn message() -> impl Strategy<Value = Message> {
             vv_strategy(),
             any::<[u8; 32]>(),
             any::<u64>(),
-            any::<bool>()
+            any::<bool>(),
+            (0u64..3, any::<[u8; 32]>()),
         )
-            .prop_map(
-                |(partial, scope, since, digest, count, live)| Message::Hello {
+            .prop_map(|(partial, scope, since, digest, count, live, (n, d))| {
+                Message::Hello {
                     mode: if partial {
                         Mode::Partial { scope, since }
                     } else {
@@ -651,8 +660,30 @@ fn message() -> impl Strategy<Value = Message> {
                     digest,
                     count,
                     live,
+                    entries: if n == 0 {
+                        EntriesSummary::default()
+                    } else {
+                        EntriesSummary {
+                            count: n,
+                            digest: d,
+                        }
+                    },
                 }
-            ),
+            }),
+        (
+            proptest::collection::btree_set(any::<[u8; 32]>(), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(ids, more)| Message::EntryIds {
+                ids: ids.into_iter().map(EntryId::from_bytes).collect(),
+                more
+            }),
+        proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..4)
+            .prop_map(Message::Entries),
+        (any::<[u8; 32]>(), refusal_strategy()).prop_map(|(e, code)| Message::RefusedEntry {
+            entry: EntryId::from_bytes(e),
+            code
+        }),
         vv_strategy().prop_map(Message::Frontier),
         proptest::collection::vec(
             (op_id_strategy(), node_strategy(), position_strategy()),
@@ -705,15 +736,7 @@ fn message() -> impl Strategy<Value = Message> {
                 total,
                 reset: total % 2 == 0,
             }),
-        (
-            op_id_strategy(),
-            prop_oneof![
-                Just(canopy_sync::RefusalCode::Invalid),
-                Just(canopy_sync::RefusalCode::Equivocation),
-                Just(canopy_sync::RefusalCode::Denied),
-            ]
-        )
-            .prop_map(|(op, code)| Message::Refused { op, code }),
+        (op_id_strategy(), refusal_strategy()).prop_map(|(op, code)| Message::Refused { op, code }),
         prop_oneof![
             Just(ErrorCode::Malformed),
             Just(ErrorCode::Unexpected),
@@ -723,6 +746,10 @@ fn message() -> impl Strategy<Value = Message> {
         ]
         .prop_map(Message::Error),
     ]
+}
+
+fn refusal_strategy() -> impl Strategy<Value = RefusalCode> {
+    (0u8..=10).prop_map(|b| RefusalCode::from_byte(b).expect("codes 0..=10 exist"))
 }
 
 // ------------------------------------------------------------------ examples
@@ -735,16 +762,16 @@ struct Excluding {
 }
 
 impl ReadFilter for Excluding {
-    fn can_read_log(&self) -> bool {
+    fn can_read_log(&self, _: &ReadContext<'_>) -> bool {
         false
     }
-    fn can_read_structure(&self, node: NodeId, ancestors: &[NodeId]) -> bool {
+    fn can_read_structure(&self, _: &ReadContext<'_>, node: NodeId, ancestors: &[NodeId]) -> bool {
         (node == self.root || ancestors.contains(&self.root))
             && node != self.hidden
             && !ancestors.contains(&self.hidden)
     }
-    fn can_read_payload(&self, node: NodeId, ancestors: &[NodeId]) -> bool {
-        self.can_read_structure(node, ancestors)
+    fn can_read_payload(&self, cx: &ReadContext<'_>, node: NodeId, ancestors: &[NodeId]) -> bool {
+        self.can_read_structure(cx, node, ancestors)
     }
 }
 
@@ -862,15 +889,15 @@ fn live_mode_carries_new_ops_both_ways_and_to_partial_replicas() {
             .iter()
             .any(|e| matches!(e, Event::Progress(p) if p.phase == Phase::Live)));
         let n = pa
-            .tree()
+            .replica()
             .create(NodeId::ROOT, Place::Last, None)
             .unwrap()
             .node();
         memory::settle(&mut pa, &mut pb).unwrap();
-        assert!(pb.tree().exists(n).unwrap());
-        let m = pb.tree().create(n, Place::Last, None).unwrap().node();
+        assert!(pb.replica().exists(n).unwrap());
+        let m = pb.replica().create(n, Place::Last, None).unwrap().node();
         memory::settle(&mut pa, &mut pb).unwrap();
-        assert_eq!(pa.tree().parent(m).unwrap(), Some(n));
+        assert_eq!(pa.replica().parent(m).unwrap(), Some(n));
         // nothing is echoed back
         let quiet = memory::settle(&mut pa, &mut pb).unwrap();
         assert_eq!(quiet.messages, 0);
@@ -880,7 +907,7 @@ fn live_mode_carries_new_ops_both_ways_and_to_partial_replicas() {
     memory::pump(&mut pp, &mut pa, None).unwrap();
     assert_eq!(pp.session().phase(), Phase::Live);
     let c = pa
-        .tree()
+        .replica()
         .create(x, Place::Last, Some(b"live".to_vec()))
         .unwrap()
         .node();
@@ -889,10 +916,12 @@ fn live_mode_carries_new_ops_both_ways_and_to_partial_replicas() {
     let d = NodeId::from_bytes([0x42; 16]);
     pp.replica().create(d, c, Place::Last, None).unwrap();
     memory::settle(&mut pp, &mut pa).unwrap();
-    assert_eq!(pa.tree().parent(d).unwrap(), Some(c));
+    assert_eq!(pa.replica().parent(d).unwrap(), Some(c));
     assert!(pp.replica().unacked().is_empty());
     // a node moved out of scope arrives as gone
-    pa.tree().move_node(c, NodeId::ROOT, Place::Last).unwrap();
+    pa.replica()
+        .move_node(c, NodeId::ROOT, Place::Last)
+        .unwrap();
     memory::settle(&mut pp, &mut pa).unwrap();
     assert!(!pp.replica().contains(c) && !pp.replica().contains(d));
 }
@@ -945,6 +974,7 @@ fn crafted_requests_outside_the_grant_are_refused() {
         digest: [0; 32],
         count: 6,
         live: false,
+        entries: EntriesSummary::default(),
     };
     let mut s = Session::new(grant, opts(false));
     let mut sent = Vec::new();
@@ -1023,6 +1053,7 @@ fn refused_writes_come_back_as_typed_refusals() {
         digest: [0; 32],
         count: 0,
         live: false,
+        entries: EntriesSummary::default(),
     };
     let mut s = Session::new(AllowAll, opts(false));
     let mut sent = Vec::new();
@@ -1141,7 +1172,9 @@ fn cold_partial_sync_reports_first_view_and_exact_totals() {
 
 mod vectors {
     use super::*;
-    use canopy_sync::{frontier_count, frontier_digest, gone_digest, PathEntry, RefusalCode};
+    use canopy_sync::{
+        entries_digest, frontier_count, frontier_digest, gone_digest, PathEntry, RefusalCode,
+    };
     use serde_json::{json, Value};
 
     const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../spec/vectors/sync.json");
@@ -1166,6 +1199,7 @@ mod vectors {
                 digest,
                 count,
                 live,
+                entries,
             } => {
                 let mode = match mode {
                     Mode::Full => json!({"kind": "full"}),
@@ -1174,7 +1208,10 @@ mod vectors {
                     }
                     _ => json!({"kind": "unknown"}),
                 };
-                json!({"type": "hello", "mode": mode, "digest": hex::encode(digest), "count": count, "live": live})
+                json!({
+                    "type": "hello", "mode": mode, "digest": hex::encode(digest), "count": count,
+                    "live": live, "entries": {"count": entries.count, "digest": hex::encode(entries.digest)},
+                })
             }
             Message::Frontier(vv) => json!({"type": "frontier", "frontier": vv_json(vv)}),
             Message::Ops(ops) => json!({
@@ -1230,6 +1267,17 @@ mod vectors {
             Message::Refused { op, code } => json!({
                 "type": "refused", "op": op_id_json(*op), "code": format!("{code:?}"),
             }),
+            Message::EntryIds { ids, more } => json!({
+                "type": "entry_ids", "more": more,
+                "ids": ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            }),
+            Message::Entries(es) => json!({
+                "type": "entries",
+                "entries": es.iter().map(hex::encode).collect::<Vec<_>>(),
+            }),
+            Message::RefusedEntry { entry, code } => json!({
+                "type": "refused_entry", "entry": entry.to_string(), "code": format!("{code:?}"),
+            }),
             Message::Error(code) => json!({"type": "error", "code": format!("{code:?}")}),
             Message::Close => json!({"type": "close"}),
             _ => json!({"type": "unknown"}),
@@ -1263,6 +1311,17 @@ mod vectors {
                     digest: frontier_digest(&vv),
                     count: frontier_count(&vv),
                     live: true,
+                    entries: EntriesSummary::default(),
+                },
+            ),
+            (
+                "hello full with entries",
+                Message::Hello {
+                    mode: Mode::Full,
+                    digest: frontier_digest(&vv),
+                    count: frontier_count(&vv),
+                    live: false,
+                    entries: EntriesSummary::of(&entry_ids()),
                 },
             ),
             (
@@ -1275,6 +1334,7 @@ mod vectors {
                     digest: frontier_digest(&VersionVector::new()),
                     count: 0,
                     live: false,
+                    entries: EntriesSummary::default(),
                 },
             ),
             ("frontier", Message::Frontier(vv.clone())),
@@ -1332,22 +1392,55 @@ mod vectors {
                     code: RefusalCode::Equivocation,
                 },
             ),
+            (
+                "entry ids",
+                Message::EntryIds {
+                    ids: entry_ids(),
+                    more: false,
+                },
+            ),
+            ("entries", Message::Entries(sample_entries())),
+            (
+                "refused entry",
+                Message::RefusedEntry {
+                    entry: entry_ids()[0],
+                    code: RefusalCode::BadDelegation,
+                },
+            ),
+            (
+                "refused bad signature",
+                Message::Refused {
+                    op: OpId::new(a, 2),
+                    code: RefusalCode::BadSignature,
+                },
+            ),
             ("error", Message::Error(ErrorCode::ScopeNotReadable)),
             ("close", Message::Close),
         ]
     }
 
+    /// Two document entries (opaque to sync: any bytes) and their sorted ids.
+    fn sample_entries() -> Vec<Vec<u8>> {
+        vec![b"\x11\x00".to_vec(), b"\x13entry".to_vec()]
+    }
+
+    fn entry_ids() -> Vec<EntryId> {
+        let mut ids: Vec<EntryId> = sample_entries().iter().map(|e| EntryId::of(e)).collect();
+        ids.sort();
+        ids
+    }
+
     fn invalid() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         vec![
             ("empty", vec![], "Truncated"),
-            ("version 2", vec![2, 3], "UnsupportedVersion"),
-            ("unknown type", vec![1, 99], "UnknownType"),
-            ("trailing byte", vec![1, 3, 0], "TrailingBytes"),
-            ("overlong varint", vec![1, 1, 0x80, 0x00], "VarintOverlong"),
+            ("version 1", vec![1, 3], "UnsupportedVersion"),
+            ("unknown type", vec![2, 99], "UnknownType"),
+            ("trailing byte", vec![2, 3, 0], "TrailingBytes"),
+            ("overlong varint", vec![2, 1, 0x80, 0x00], "VarintOverlong"),
             (
                 "zero vv entry",
                 {
-                    let mut v = vec![1, 1, 1];
+                    let mut v = vec![2, 1, 1];
                     v.extend_from_slice(&[7; 32]);
                     v.push(0);
                     v
@@ -1357,15 +1450,45 @@ mod vectors {
             (
                 "bad live flag",
                 {
-                    let mut v = vec![1, 0, 0];
+                    let mut v = vec![2, 0, 0];
                     v.extend_from_slice(&[0; 32]);
                     v.extend_from_slice(&[0, 2]);
                     v
                 },
                 "InvalidValue",
             ),
-            ("list too long", vec![1, 6, 0x81, 0x80, 0x04], "TooMany"),
-            ("truncated gone", vec![1, 6, 1, 0xaa], "Truncated"),
+            (
+                "hello entries count without digest",
+                {
+                    let mut v = vec![2, 0, 0];
+                    v.extend_from_slice(&[0; 32]);
+                    v.extend_from_slice(&[0, 0, 1]);
+                    v
+                },
+                "Truncated",
+            ),
+            ("list too long", vec![2, 6, 0x81, 0x80, 0x04], "TooMany"),
+            ("truncated gone", vec![2, 6, 1, 0xaa], "Truncated"),
+            (
+                "entry ids not sorted",
+                {
+                    let mut v = vec![2, 11, 0, 2];
+                    v.extend_from_slice(&[2; 32]);
+                    v.extend_from_slice(&[1; 32]);
+                    v
+                },
+                "InvalidValue",
+            ),
+            (
+                "unknown refusal code",
+                {
+                    let mut v = vec![2, 13];
+                    v.extend_from_slice(&[1; 32]);
+                    v.push(11);
+                    v
+                },
+                "InvalidValue",
+            ),
         ]
     }
 
@@ -1376,6 +1499,7 @@ mod vectors {
             [(rep(0xa1), 3), (rep(0xb2), 200)].into_iter().collect(),
         ];
         let nodes = [NodeId::from_bytes([0x22; 16]), NodeId::from_bytes([0; 16])];
+        let entries_sets = [Vec::new(), entry_ids()];
         json!({
             "description": "canopy sync messages (spec/sync.md): hex is the exact encoding; message is its decoded form; invalid inputs name the WireError variant",
             "messages": samples().iter().map(|(name, m)| json!({
@@ -1385,6 +1509,10 @@ mod vectors {
                 "frontier": vv_json(vv),
                 "digest": hex::encode(frontier_digest(vv)),
                 "count": frontier_count(vv),
+            })).collect::<Vec<_>>(),
+            "entries_digests": entries_sets.iter().map(|ids| json!({
+                "ids": ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                "digest": hex::encode(entries_digest(ids)),
             })).collect::<Vec<_>>(),
             "gone_digests": nodes.iter().map(|n| json!({
                 "node": n.to_string(), "digest": hex::encode(gone_digest(*n)),
@@ -1430,6 +1558,18 @@ mod vectors {
                 d["digest"].as_str().unwrap()
             );
             assert_eq!(frontier_count(&vv), d["count"].as_u64().unwrap());
+        }
+        for d in v["entries_digests"].as_array().unwrap() {
+            let ids: Vec<EntryId> = d["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_str().unwrap().parse().unwrap())
+                .collect();
+            assert_eq!(
+                hex::encode(entries_digest(&ids)),
+                d["digest"].as_str().unwrap()
+            );
         }
         for d in v["gone_digests"].as_array().unwrap() {
             let n: NodeId = d["node"].as_str().unwrap().parse().unwrap();

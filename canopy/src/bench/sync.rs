@@ -290,7 +290,7 @@ async fn ws_push(args: &SyncArgs) -> anyhow::Result<serde_json::Value> {
                     Session::new(AllowAll, net::transport_options(true)),
                 );
                 net::sync(url.as_str(), &mut peer, |p, ev| {
-                    let tree = p.tree();
+                    let tree = p.replica();
                     let held = tree.store().log_len().unwrap_or(0);
                     let heard = matches!(ev, Event::Changed(_))
                         || matches!(ev, Event::Progress(pr) if pr.phase == Phase::Live && made == 0);

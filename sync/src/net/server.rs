@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use super::docs::Documents;
 use super::queue::{outq, write_loop, Outq};
 use super::{transport_options, CloseReason, DocName, READ_RESERVE};
-use crate::filter::{AllowAll, ReadFilter};
+use crate::filter::{AllowAll, ReadContext, ReadFilter};
 use crate::session::{Outcome, Session};
 use crate::wire::MAX_MESSAGE_LEN;
 
@@ -94,17 +94,17 @@ impl Admit for OpenAccess {
 pub(crate) struct ConnFilter(Box<dyn ReadFilter + Send>);
 
 impl ReadFilter for ConnFilter {
-    fn can_read_log(&self) -> bool {
-        self.0.can_read_log()
+    fn can_read_log(&self, cx: &ReadContext<'_>) -> bool {
+        self.0.can_read_log(cx)
     }
-    fn can_read_structure(&self, node: NodeId, ancestors: &[NodeId]) -> bool {
-        self.0.can_read_structure(node, ancestors)
+    fn can_read_structure(&self, cx: &ReadContext<'_>, node: NodeId, ancestors: &[NodeId]) -> bool {
+        self.0.can_read_structure(cx, node, ancestors)
     }
-    fn can_read_payload(&self, node: NodeId, ancestors: &[NodeId]) -> bool {
-        self.0.can_read_payload(node, ancestors)
+    fn can_read_payload(&self, cx: &ReadContext<'_>, node: NodeId, ancestors: &[NodeId]) -> bool {
+        self.0.can_read_payload(cx, node, ancestors)
     }
-    fn can_read_path(&self, scope: NodeId, ancestors: &[NodeId]) -> bool {
-        self.0.can_read_path(scope, ancestors)
+    fn can_read_path(&self, cx: &ReadContext<'_>, scope: NodeId, ancestors: &[NodeId]) -> bool {
+        self.0.can_read_path(cx, scope, ancestors)
     }
 }
 

@@ -6,7 +6,8 @@ use std::fmt;
 use super::{kind_name, Event, Meter, Options, Outcome, Phase, Progress, SyncError};
 use crate::partial::{PartialReplica, PartialStore};
 use crate::wire::{
-    frontier_count, frontier_digest, ErrorCode, Message, Mode, NodeRecord, PathEntry, RefusalCode,
+    frontier_count, frontier_digest, EntriesSummary, ErrorCode, Message, Mode, NodeRecord,
+    PathEntry, RefusalCode,
 };
 
 /// A warm delta held back until its checkpoint, so that a cut never leaves the replica between
@@ -126,6 +127,7 @@ impl PartialSession {
                     since,
                 },
                 live: self.options.live,
+                entries: EntriesSummary::default(),
             },
         );
         self.push_ops(replica, &mut out);
