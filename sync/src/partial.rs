@@ -153,7 +153,7 @@ impl PartialReplica<MemoryPartial> {
 impl<S: PartialStore<Error = Infallible>> PartialReplica<S> {
     /// Number of held nodes (the scope root not counted).
     pub fn len(&self) -> usize {
-        never(self.store.len()) as usize
+        never(self.store.count()) as usize
     }
     /// True if no node under the scope root is held.
     pub fn is_empty(&self) -> bool {
@@ -251,7 +251,7 @@ impl<S: PartialStore> PartialReplica<S> {
     }
     /// Number of held nodes (the scope root not counted).
     pub fn count(&self) -> Result<u64, S::Error> {
-        self.store.len()
+        self.store.count()
     }
     /// True if `node` is held (in the scope, not the root).
     pub fn holds(&self, node: NodeId) -> Result<bool, S::Error> {
@@ -493,26 +493,24 @@ impl<S: PartialStore> PartialReplica<S> {
                 parent,
                 position,
                 payload,
-            } => {
-                if self.is_parent_ok(*parent)? && !self.is_under(*parent, *node)? {
-                    let payload = match payload {
-                        Some(b) => PayloadState::Present {
-                            bytes: b.clone(),
-                            set_by: op.id(),
-                        },
-                        None => self
-                            .store
-                            .node(*node)?
-                            .map_or(PayloadState::None, |h| h.payload),
-                    };
-                    self.apply_record(NodeRecord {
-                        node: *node,
-                        parent: *parent,
-                        position: position.clone(),
-                        placed_by: op.id(),
-                        payload,
-                    })?;
-                }
+            } if self.is_parent_ok(*parent)? && !self.is_under(*parent, *node)? => {
+                let payload = match payload {
+                    Some(b) => PayloadState::Present {
+                        bytes: b.clone(),
+                        set_by: op.id(),
+                    },
+                    None => self
+                        .store
+                        .node(*node)?
+                        .map_or(PayloadState::None, |h| h.payload),
+                };
+                self.apply_record(NodeRecord {
+                    node: *node,
+                    parent: *parent,
+                    position: position.clone(),
+                    placed_by: op.id(),
+                    payload,
+                })?;
             }
             OpKind::Move {
                 node,
@@ -531,10 +529,8 @@ impl<S: PartialStore> PartialReplica<S> {
                     }
                 }
             }
-            OpKind::Delete { node, .. } => {
-                if self.holds(*node)? {
-                    self.remove_subtree(*node)?;
-                }
+            OpKind::Delete { node, .. } if self.holds(*node)? => {
+                self.remove_subtree(*node)?;
             }
             OpKind::SetPayload { node, payload } => {
                 if let Some(mut h) = self.store.node(*node)? {
@@ -828,7 +824,7 @@ impl<S: PartialStore> PartialReplica<S> {
                 stack.push(n);
             }
         }
-        if seen.len() as u64 != self.store.len().map_err(st)? {
+        if seen.len() as u64 != self.store.count().map_err(st)? {
             // some held node is not reachable from the scope root through the index
             for n in self.store.node_ids().map_err(st)? {
                 if !seen.contains(&n) {

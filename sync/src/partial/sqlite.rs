@@ -533,7 +533,7 @@ impl PartialStore for SqlitePartial {
         }
     }
 
-    fn len(&self) -> Result<u64> {
+    fn count(&self) -> Result<u64> {
         let n: i64 = self
             .conn
             .prepare_cached("SELECT count(*) FROM nodes")?

@@ -94,7 +94,7 @@ pub trait PartialStore {
         limit: usize,
     ) -> Result<Vec<(Position, NodeId)>, Self::Error>;
     /// Number of held nodes.
-    fn len(&self) -> Result<u64, Self::Error>;
+    fn count(&self) -> Result<u64, Self::Error>;
     /// Every held node id, sorted.
     fn node_ids(&self) -> Result<Vec<NodeId>, Self::Error>;
     /// Every held node's record, sorted by node id.
@@ -249,7 +249,7 @@ impl PartialStore for MemoryPartial {
                 .collect(),
         })
     }
-    fn len(&self) -> Result<u64, Infallible> {
+    fn count(&self) -> Result<u64, Infallible> {
         Ok(self.nodes.len() as u64)
     }
     fn node_ids(&self) -> Result<Vec<NodeId>, Infallible> {
