@@ -1,6 +1,7 @@
 //! Verified ingest: decode → document check → batch signature verification → equivocation
-//! check → hold ops whose proofs are unknown → authorized apply (`spec/caps.md` §Verified
-//! ingest).
+//! check → hold ops whose proofs are unknown → authorized apply (`spec/caps.md` §11.4), and
+//! the replica's life cycle over a store: the genesis entry that names the stored document
+//! (§11.1, §11.5) and equivocation evidence with its per-replica cutoff (§11.6).
 
 use std::collections::HashMap;
 
@@ -502,14 +503,19 @@ impl<S: Store> Authz<S> {
             .authorize(reader, chain, ability, node, &ancestors, time, None))
     }
 
-    /// Ingests encoded entries (ops, delegations, chains, revocations) in one batch:
-    /// [`Verified::check`] then [`Authz::ingest_verified`].
+    /// Ingests encoded entries (ops, delegations, chains, revocations, the genesis, equivocation
+    /// evidence) in one batch: [`Verified::check`] then [`Authz::ingest_verified`].
     ///
     /// Each item is accepted or rejected on its own (typed [`IngestError`]); a rejected item
-    /// changes nothing and the rest of the batch goes on. Proof entries are registered first,
-    /// so an op may come in the same batch as its delegations. On a store error the tree
-    /// batch is rolled back, but proofs registered by this call stay registered (they are
-    /// verified facts, and re-ingesting the batch is idempotent).
+    /// changes nothing and the rest of the batch goes on — except that an op refused as an
+    /// [`IngestError::Equivocation`] leaves its evidence (`spec/caps.md` §11.6). Proof entries
+    /// are registered first, so an op may come in the same batch as its delegations. On a
+    /// store error the tree batch is rolled back, but proofs and evidence registered by this
+    /// call stay registered (they are verified facts, and re-ingesting the batch is
+    /// idempotent). Evidence for conflicts the tree itself finds is recorded in a second
+    /// transaction after the batch's: if that one fails, the batch stays committed, the error
+    /// is returned and the replica is as if the conflicting op had not arrived (re-sending it
+    /// records the evidence).
     pub fn ingest<I, B>(&mut self, items: I) -> Result<IngestReport, ApplyError<S::Error>>
     where
         I: IntoIterator<Item = B>,
@@ -684,6 +690,12 @@ impl<S: Store> Authz<S> {
         let mut released = report.released;
         let mut late_writes: Vec<Write> = Vec::new();
         let mut late_cuts: Vec<OpId> = Vec::new();
+        // The cutoffs before the tree's equivocations are recorded, to restore if step 6 fails.
+        let saved_cuts = report
+            .ops
+            .iter()
+            .any(|r| r.outcome == Outcome::Rejected(Rejection::Equivocation))
+            .then(|| self.state().equivocations.clone());
         for ((slot, r), op) in slots.into_iter().zip(report.ops).zip(batch) {
             // Ops released from the hold report the tree's outcome as it is.
             let Some(i) = slot else {
@@ -721,12 +733,25 @@ impl<S: Store> Authz<S> {
         //    evidence and the re-decision it calls for, in a second transaction (if it fails,
         //    the replica is as if it had not received the conflicting op).
         if !late_writes.is_empty() {
-            let from = self.cut_from(&late_cuts).map_err(ApplyError::Store)?;
-            let (_, redecision) = self.tree.apply_with(
-                std::iter::empty(),
-                |store| run_writes(store, &late_writes),
-                from,
-            )?;
+            let done = self
+                .cut_from(&late_cuts)
+                .map_err(ApplyError::Store)
+                .and_then(|from| {
+                    self.tree.apply_with(
+                        std::iter::empty(),
+                        |store| run_writes(store, &late_writes),
+                        from,
+                    )
+                });
+            let (_, redecision) = match done {
+                Ok(d) => d,
+                Err(e) => {
+                    if let Some(saved) = saved_cuts {
+                        self.state_mut().equivocations = saved;
+                    }
+                    return Err(e);
+                }
+            };
             if let Some(r) = redecision {
                 redecided.extend(r.ops);
                 events.extend(r.events);
