@@ -370,3 +370,34 @@ fn entry_vectors() {
         );
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(64)
+    ))]
+
+    /// Random and mutated genesis / evidence bytes decode to a typed error or to an entry that
+    /// re-encodes to the same bytes; never a panic.
+    #[test]
+    fn genesis_and_evidence_decoding_never_panics(
+        tag in proptest::sample::select(vec![0x13u8, 0x14]),
+        body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+        flips in proptest::collection::vec((proptest::prelude::any::<usize>(), 1u8..=255), 0..3),
+        cut in proptest::prelude::any::<usize>(),
+    ) {
+        let mut random = vec![tag];
+        random.extend(&body);
+        let (x, y) = (owner_create(1, 5), owner_create(1, 6));
+        let mut mutated = Entry::Equivocation(Evidence::new(x, y).unwrap()).encode();
+        for (at, bits) in &flips {
+            let i = at % mutated.len();
+            mutated[i] ^= bits;
+        }
+        mutated.truncate(1 + cut % mutated.len());
+        for bytes in [random, mutated] {
+            if let Ok(e) = Entry::decode(&bytes) {
+                proptest::prop_assert_eq!(e.encode(), bytes);
+            }
+        }
+    }
+}
