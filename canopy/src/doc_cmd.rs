@@ -15,6 +15,7 @@ use rand_core::OsRng;
 
 use crate::caps_cmd::{load_key, read_chain};
 use crate::net_cmd::data_dir;
+use crate::partial_cmd;
 
 #[derive(Debug, Subcommand)]
 pub enum DocCmd {
@@ -53,9 +54,15 @@ pub enum DocCmd {
         /// The document id.
         #[arg(long)]
         doc: DocumentId,
-        /// The node (32 hex digits, or `root`).
+        /// The node (32 hex digits, or `root`: with --subtree, the subtree's root).
         #[arg(long, default_value = "root")]
         node: String,
+        /// Read the partial replica of this subtree (as synced by `canopy sync --subtree`).
+        #[arg(long)]
+        subtree: Option<NodeId>,
+        /// The partial replica file (default: the one file DATA/replicas/*/DOC.SUBTREE.partial).
+        #[arg(long, requires = "subtree")]
+        replica: Option<PathBuf>,
         /// Data directory.
         #[arg(long)]
         data: Option<PathBuf>,
@@ -189,7 +196,26 @@ pub fn run(cmd: DocCmd) -> anyhow::Result<()> {
                 other => bail!("the op was not applied: {other:?}"),
             }
         }
-        DocCmd::Ls { doc, node, data } => {
+        DocCmd::Ls {
+            doc,
+            node,
+            subtree: Some(x),
+            replica,
+            data,
+        } => {
+            let path = match replica {
+                Some(p) => p,
+                None => partial_cmd::find(&data_dir(data)?, &doc.to_string(), x)?,
+            };
+            let node = match node.as_str() {
+                "root" => None,
+                n => Some(parse_node(n)?),
+            };
+            partial_cmd::ls(&path, x, node)?;
+        }
+        DocCmd::Ls {
+            doc, node, data, ..
+        } => {
             let data = data_dir(data)?;
             let node = parse_node(&node)?;
             let path = replica_path(&data, &doc);

@@ -6,6 +6,7 @@ mod bench;
 mod caps_cmd;
 mod doc_cmd;
 mod net_cmd;
+mod partial_cmd;
 mod policy_cmd;
 
 /// Canopy: a local-first sync engine for large trees with capability-based access control.

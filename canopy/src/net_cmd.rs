@@ -1,13 +1,14 @@
 //! `canopy serve` (a sync server on SQLite) and `canopy sync` (sync a local replica with it).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::partial_cmd;
 use anyhow::{bail, Context};
 use canopy_sync::memory::{FullPeer, PartialPeer};
 use canopy_sync::net::{self, DocName, Flow, OpenAccess, ServerConfig, SqliteDocuments};
-use canopy_sync::{AllowAll, Event, PartialReplica, PartialSession, Phase, Progress, Session};
+use canopy_sync::{AllowAll, Event, PartialSession, Phase, Progress, Session};
 use canopy_tree::{NodeId, ReplicaId, SqliteStore, Store, Tree};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -39,7 +40,7 @@ pub struct SyncArgs {
     /// Stay connected after syncing and receive new ops until interrupted.
     #[arg(long)]
     live: bool,
-    /// The local replica: a SQLite file (full) or a snapshot file (partial). Default:
+    /// The local replica: a SQLite file (full, or partial with --subtree). Default:
     /// DATA/replicas/HOST_PORT/DOC.canopy, or DOC.SUBTREE.partial.
     #[arg(long)]
     replica: Option<PathBuf>,
@@ -195,13 +196,6 @@ fn host_dir(base: &str) -> String {
         .collect()
 }
 
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("partial.tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
-}
-
 /// Syncs the local replica, then exits (or stays live).
 pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let url = doc_url(&args.url, &args.doc)?;
@@ -245,54 +239,22 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
             );
         }
         Some(x) => {
-            let mut replica = match std::fs::read(&path) {
-                Ok(bytes) => {
-                    let r = PartialReplica::decode(&bytes)
-                        .with_context(|| format!("reading {}", path.display()))?;
-                    if r.scope() != x {
-                        bail!(
-                            "{} holds the subtree of {}, not {x}",
-                            path.display(),
-                            r.scope()
-                        );
-                    }
-                    r
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    PartialReplica::new(x, random_replica())
-                }
-                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-            };
-            let mut saved = Instant::now();
-            let mut save_error = None;
+            // a SQLite file: every applied batch is committed as it arrives
+            let mut replica = partial_cmd::open(&path, x, random_replica)?;
             let result = {
                 let mut peer = PartialPeer::new(&mut replica, PartialSession::new(options));
-                rt.block_on(net::sync(url.as_str(), &mut peer, |p, ev| {
+                rt.block_on(net::sync(url.as_str(), &mut peer, |_, ev| {
                     bar.event(ev);
-                    // live: persist the last checkpoint now and then
-                    if matches!(ev, Event::Progress(pr) if pr.phase == Phase::Live)
-                        && saved.elapsed() > Duration::from_secs(1)
-                    {
-                        saved = Instant::now();
-                        if let Err(e) = write_atomic(&path, &p.replica().encode()) {
-                            save_error = Some(e);
-                            return Flow::Stop;
-                        }
-                    }
                     Flow::Continue
                 }))
             };
-            // whatever was completed is kept, even if the connection failed
-            write_atomic(&path, &replica.encode())?;
-            if let Some(e) = save_error {
-                return Err(e);
-            }
+            // whatever was completed is committed, even if the connection failed
             let report = result.with_context(|| format!("syncing with {url}"))?;
             bar.finish(&report);
             println!(
                 "partial replica {}: {} nodes under {x}",
                 path.display(),
-                replica.len()
+                replica.count()?
             );
         }
     }

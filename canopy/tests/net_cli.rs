@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use canopy_sync::PartialReplica;
+use canopy_sync::{PartialReplica, SqlitePartial};
 use canopy_tree::{NodeId, Place, ReplicaId, SqliteStore, Store, Tree};
 
 struct Server(Child);
@@ -111,8 +111,11 @@ fn serve_and_sync_full_and_partial_replicas() {
     let xs = x.to_string();
     let out = sync(&url, &["--doc", "notes", "--subtree", &xs], &p_path);
     assert!(out.contains("30 nodes under"), "{out}");
-    let p = PartialReplica::decode(&std::fs::read(&p_path).unwrap()).unwrap();
-    assert_eq!((p.scope(), p.len()), (x, 30));
+    let p = PartialReplica::open(SqlitePartial::open(&p_path).unwrap())
+        .unwrap()
+        .expect("a partial replica");
+    assert_eq!((p.scope(), p.count().unwrap()), (x, 30));
+    drop(p);
     let out = sync(&url, &["--doc", "notes", "--subtree", &xs], &p_path);
     assert!(out.contains("30 nodes under"), "{out}");
 
