@@ -509,7 +509,7 @@ impl<F: ReadFilter> Session<F> {
                             self.total = Some(0);
                             self.end_sent = true;
                             self.end_received = true;
-                            self.reconciled(out);
+                            self.reconciled(out, false);
                         } else {
                             if !same_entries {
                                 // both sides see the summaries differ: both list their ids,
@@ -635,7 +635,7 @@ impl<F: ReadFilter> Session<F> {
             Message::End if self.peer_has.is_some() && !self.end_received => {
                 self.end_received = true;
                 if self.end_sent {
-                    self.reconciled(out);
+                    self.reconciled(out, true);
                 }
             }
             Message::Refused { op, code } => out.events.push(Event::Refused { op, code }),
@@ -704,10 +704,16 @@ impl<F: ReadFilter> Session<F> {
         }
     }
 
-    fn reconciled<E: std::error::Error + 'static>(&mut self, out: &mut Outcome<E>) {
+    /// Both streams ended. `pushed`: items were exchanged, so the peer may still be sending
+    /// refusals of ours: we send Close and finish on the peer's Close, which it sends only after
+    /// it processed our End, hence after every refusal (in sync, nothing was pushed).
+    fn reconciled<E: std::error::Error + 'static>(&mut self, out: &mut Outcome<E>, pushed: bool) {
         out.events.push(Event::FirstViewReady);
         if self.options.live && self.peer_live {
             self.phase = Phase::Live;
+        } else if pushed {
+            self.phase = Phase::Done;
+            self.push(out, &Message::Close);
         } else {
             self.phase = Phase::Done;
             self.closed = true;
@@ -767,7 +773,7 @@ impl<F: ReadFilter> Session<F> {
             self.end_sent = true;
             self.push(out, &Message::End);
             if self.end_received {
-                self.reconciled(out);
+                self.reconciled(out, true);
             }
         }
         Ok(())

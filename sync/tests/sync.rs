@@ -16,6 +16,8 @@ use canopy_tree::{
 };
 use proptest::prelude::*;
 
+mod authz;
+
 type T = Tree<MemoryStore>;
 
 fn rep(b: u8) -> ReplicaId {
