@@ -338,13 +338,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    /// `(PRAGMA data_version, total_changes)`: both unchanged means nothing but this store wrote.
-    fn write_marks(&self) -> Result<(i64, u64)> {
-        let v: i64 = self
+    /// `PRAGMA data_version`: changes when another connection commits. With `total_changes`
+    /// (which changes when this connection writes) unchanged too, nothing but this store wrote.
+    fn data_version(&self) -> Result<i64> {
+        Ok(self
             .conn
             .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))?;
-        Ok((v, self.conn.total_changes()))
+            .query_row([], |r| r.get(0))?)
     }
 
     /// Runs a cached parameterless statement.
@@ -928,8 +928,8 @@ impl Store for SqliteStore {
             self.tx = Tx::Top;
             // The cache of the last batch is exact only if nothing else wrote since it committed
             // (checked under the write lock, so nothing else can write until this batch ends).
-            let marks = match self.write_marks() {
-                Ok(m) => m,
+            let version = match self.data_version() {
+                Ok(v) => v,
                 Err(e) => {
                     self.tx = Tx::None;
                     self.cache.get_mut().clear();
@@ -937,11 +937,13 @@ impl Store for SqliteStore {
                     return Err(e);
                 }
             };
+            let changes = self.conn.total_changes();
             let cache = self.cache.get_mut();
-            if cache.committed_at != Some(marks) {
+            if cache.committed_at != Some((version, changes)) {
                 cache.clear();
             }
             cache.committed_at = None;
+            cache.begun_at = Some(version);
         } else {
             self.exec_cached("SAVEPOINT canopy_batch")?;
             self.tx = Tx::Savepoint;
@@ -963,8 +965,8 @@ impl Store for SqliteStore {
         let mut cache = std::mem::take(self.cache.get_mut());
         self.conn.prepare_cached(sql)?.execute([])?;
         let tx = std::mem::replace(&mut self.tx, Tx::None);
-        if tx == Tx::Top {
-            cache.committed_at = Some(self.write_marks()?);
+        if let (Tx::Top, Some(version)) = (tx, cache.begun_at.take()) {
+            cache.committed_at = Some((version, self.conn.total_changes()));
             *self.cache.get_mut() = cache;
         }
         Ok(())

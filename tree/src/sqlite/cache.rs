@@ -43,6 +43,9 @@ pub(super) struct Cache {
     /// `(PRAGMA data_version, total_changes)` when the last top-level batch committed: the cache
     /// is still exact at the next `begin` if both are unchanged.
     pub(super) committed_at: Option<(i64, u64)>,
+    /// `PRAGMA data_version` when the open top-level batch began (no other connection can
+    /// commit until it ends, so it is also the value after its commit).
+    pub(super) begun_at: Option<i64>,
 }
 
 impl Cache {
@@ -54,6 +57,7 @@ impl Cache {
         self.max_seq.clear();
         self.pending = None;
         self.committed_at = None;
+        self.begun_at = None;
     }
 
     /// Remembers a placement read from the database.
