@@ -6,6 +6,7 @@ use std::fmt;
 use crate::id::NodeId;
 use crate::op::{Attestation, Op};
 use crate::store::Store;
+use crate::tree::Rewind;
 
 /// A policy's verdict on one op at its place in the total order.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -40,6 +41,18 @@ pub trait Policy {
         let _ = op;
         None
     }
+
+    /// True if every decision reads the tree only through ancestor walks from the op's node,
+    /// its old parent and its new parent (the view's `parent`, `ancestors`, `is_within` on
+    /// those nodes and the nodes the walks reach), plus state outside the tree that the op's
+    /// place in the log does not change. Then adding a new leaf elsewhere in the tree cannot
+    /// change a decision, and the engine may splice a late create of a fresh node into the log
+    /// without undoing and redoing the ops after it (`spec/ops.md`, "Late ops that commute with
+    /// the suffix"). Provided: `false`, which always undoes and redoes (a late payload write
+    /// may still be spliced: the view shows no payloads).
+    fn reads_paths_only(&self) -> bool {
+        false
+    }
 }
 
 /// The policy that allows everything (no access control).
@@ -56,11 +69,18 @@ impl Policy for AllowAll {
     ) -> Result<Decision<Infallible>, S::Error> {
         Ok(Decision::Allow)
     }
+
+    fn reads_paths_only(&self) -> bool {
+        true
+    }
 }
 
 /// The tree as it is immediately before an op in the total order, as shown to a [`Policy`].
 pub struct ReplayView<'a, S> {
     pub(crate) store: &'a S,
+    /// Set when the op is decided at a time before ops already applied (a late op spliced into
+    /// the log): parents are read as they were then.
+    pub(crate) rewind: Option<Rewind<'a>>,
     pub(crate) node: NodeId,
     pub(crate) old_parent: Option<NodeId>,
     pub(crate) new_parent: Option<NodeId>,
@@ -98,7 +118,10 @@ impl<'a, S: Store> ReplayView<'a, S> {
         if node.is_reserved() {
             return Ok(None);
         }
-        self.store.parent(node)
+        match self.rewind {
+            Some(r) => r.parent(self.store, node),
+            None => self.store.parent(node),
+        }
     }
 
     /// Ancestors of `node` from its parent upwards, ending at ROOT or TRASH (or at a node whose
@@ -106,6 +129,7 @@ impl<'a, S: Store> ReplayView<'a, S> {
     pub fn ancestors(&self, node: NodeId) -> Ancestors<'a, S> {
         Ancestors {
             store: self.store,
+            rewind: self.rewind,
             next: Some(node),
         }
     }
@@ -127,6 +151,7 @@ impl<'a, S: Store> ReplayView<'a, S> {
 /// Iterator over a node's ancestors (see [`ReplayView::ancestors`]).
 pub struct Ancestors<'a, S> {
     pub(crate) store: &'a S,
+    pub(crate) rewind: Option<Rewind<'a>>,
     pub(crate) next: Option<NodeId>,
 }
 
@@ -146,7 +171,11 @@ impl<S: Store> Iterator for Ancestors<'_, S> {
         if n.is_reserved() {
             return None;
         }
-        match self.store.parent(n) {
+        let parent = match self.rewind {
+            Some(r) => r.parent(self.store, n),
+            None => self.store.parent(n),
+        };
+        match parent {
             Ok(Some(p)) => {
                 self.next = Some(p);
                 Some(Ok(p))

@@ -13,6 +13,9 @@ use crate::store::{Child, Effect, Placement, Store};
 
 mod apply;
 mod local;
+mod suffix;
+
+pub(crate) use suffix::Rewind;
 
 pub use local::{LocalError, LocalOp, Place};
 

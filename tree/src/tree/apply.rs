@@ -11,6 +11,8 @@ use crate::position::Position;
 use crate::report::{ApplyReport, ChangeEvent, OpReport, Outcome, Rejection};
 use crate::store::{Effect, LogEntry, PayloadRecord, Placement, Store, Undo};
 
+use super::suffix::{Rewind, Suffix};
+
 const PAGE: usize = 256;
 
 #[derive(Clone, Copy)]
@@ -35,6 +37,7 @@ pub(crate) struct Scratch {
     parked_inputs: FxHashMap<OpId, usize>,
     work: Vec<(Op, Origin)>,
     touched: Touched,
+    suffix: Suffix,
 }
 
 impl Scratch {
@@ -45,6 +48,7 @@ impl Scratch {
         self.work.clear();
         self.touched.order.clear();
         self.touched.index.clear();
+        self.suffix.clear();
     }
 }
 
@@ -70,6 +74,7 @@ pub(crate) fn run<S: Store, P: Policy>(
         parked_inputs,
         work,
         touched,
+        suffix,
     } = scratch;
     ready.reserve(hint);
 
@@ -118,9 +123,40 @@ pub(crate) fn run<S: Store, P: Policy>(
         policy,
         touched,
     };
-    if !ready.is_empty() {
-        ready.sort_unstable_by_key(|(op, _)| op.key());
-        let first = ready[0].0.key();
+    ready.sort_unstable_by_key(|(op, _)| op.key());
+    let mut ready = ready.drain(..).peekable();
+    // Late ops that commute with every logged op after them are spliced in without undo/redo,
+    // in key order, until one does not (`spec/ops.md`, "Late ops that commute with the suffix").
+    let mut indexed = false;
+    let last = engine.store.log_last()?;
+    while let Some((op, _)) = ready.peek() {
+        let key = op.key();
+        if last.is_none_or(|last| last < key) || !spliceable(op) {
+            break;
+        }
+        if !indexed {
+            suffix.index(&engine.store.log_after(key)?);
+            indexed = true;
+        }
+        let Some(done) = engine.splice(op, suffix.at(key))? else {
+            break;
+        };
+        let Some((op, origin)) = ready.next() else {
+            break;
+        };
+        let slot = match origin {
+            Origin::Input(i) => &mut outcomes[i].outcome,
+            Origin::Released(i) => &mut released[i].outcome,
+        };
+        *slot = outcome_of(done.effect, done.reason);
+        engine.store.log_push(LogEntry {
+            op,
+            effect: done.effect,
+            undo: done.undo,
+        })?;
+    }
+    if let Some((op, _)) = ready.peek() {
+        let first = op.key();
         let redo = match engine.store.log_last()? {
             Some(last) if last > first => engine.store.log_after(first)?,
             _ => Vec::new(),
@@ -131,24 +167,16 @@ pub(crate) fn run<S: Store, P: Policy>(
             }
         }
         let mut redo = redo.into_iter().peekable();
-        for (op, origin) in ready.drain(..) {
+        for (op, origin) in ready {
             while let Some(e) = redo.next_if(|e| e.op.key() < op.key()) {
                 engine.redo(e)?;
             }
             let done = engine.do_op(&op)?;
-            let outcome = match done.effect {
-                Effect::SkippedCycle => Outcome::SkippedCycle,
-                Effect::SkippedUnseen => Outcome::SkippedUnseen,
-                Effect::Denied => match done.reason {
-                    Some(reason) => Outcome::Denied { reason },
-                    None => Outcome::Applied,
-                },
-                _ => Outcome::Applied,
+            let slot = match origin {
+                Origin::Input(i) => &mut outcomes[i].outcome,
+                Origin::Released(i) => &mut released[i].outcome,
             };
-            match origin {
-                Origin::Input(i) => outcomes[i].outcome = outcome,
-                Origin::Released(i) => released[i].outcome = outcome,
-            }
+            *slot = outcome_of(done.effect, done.reason);
             engine.store.log_push(LogEntry {
                 op,
                 effect: done.effect,
@@ -201,15 +229,9 @@ pub(crate) fn redecide<S: Store, P: Policy>(
                 .log_update(e.op.id(), done.effect, &done.undo)?;
         }
         if done.effect != e.effect {
-            let outcome = match (done.effect, done.reason) {
-                (Effect::SkippedCycle, _) => Outcome::SkippedCycle,
-                (Effect::SkippedUnseen, _) => Outcome::SkippedUnseen,
-                (Effect::Denied, Some(reason)) => Outcome::Denied { reason },
-                _ => Outcome::Applied,
-            };
             changed.push(OpReport {
                 id: e.op.id(),
-                outcome,
+                outcome: outcome_of(done.effect, done.reason),
             });
         }
     }
@@ -219,6 +241,22 @@ pub(crate) fn redecide<S: Store, P: Policy>(
         released: Vec::new(),
         events,
     })
+}
+
+/// The reported outcome of a logged op.
+fn outcome_of<R>(effect: Effect, reason: Option<R>) -> Outcome<R> {
+    match (effect, reason) {
+        (Effect::SkippedCycle, _) => Outcome::SkippedCycle,
+        (Effect::SkippedUnseen, _) => Outcome::SkippedUnseen,
+        (Effect::Denied, Some(reason)) => Outcome::Denied { reason },
+        _ => Outcome::Applied,
+    }
+}
+
+/// Kinds of op that may be spliced into the log before ops already applied (creates, payload
+/// writes); whether one is depends on the suffix (`Engine::splice`).
+fn spliceable(op: &Op) -> bool {
+    matches!(op.kind(), OpKind::Create { .. } | OpKind::SetPayload { .. })
 }
 
 /// Checks that need no tree state.
@@ -485,8 +523,20 @@ impl<S: Store, P: Policy> Engine<'_, S, P> {
         old_parent: Option<NodeId>,
         new_parent: Option<NodeId>,
     ) -> Result<Option<P::Reason>, S::Error> {
+        self.decide_at(op, old_parent, new_parent, None)
+    }
+
+    /// [`Engine::decide`] at a time before the ops already applied (`rewind`).
+    fn decide_at(
+        &self,
+        op: &Op,
+        old_parent: Option<NodeId>,
+        new_parent: Option<NodeId>,
+        rewind: Option<Rewind<'_>>,
+    ) -> Result<Option<P::Reason>, S::Error> {
         let view = ReplayView {
             store: &*self.store,
+            rewind,
             node: op.node(),
             old_parent,
             new_parent,
@@ -580,6 +630,126 @@ impl<S: Store, P: Policy> Engine<'_, S, P> {
                     undo,
                     reason: None,
                 })
+            }
+        }
+    }
+
+    /// Splices the late `op` in at its place in the log, `at` (the tree as it was just before
+    /// it, read through the indexed suffix), without undoing the ops after it — if `op`
+    /// commutes with all of them. Returns `None`, having changed nothing, when it may not; the
+    /// caller then undoes and redoes.
+    ///
+    /// The result equals undo/do/redo: the op is decided and done on the state at its time,
+    /// every later op keeps its effect and undo records (the one exception, a later payload
+    /// write over the same node, gets the op's write as its prior), and the net changes are
+    /// the op's own. Conditions (`spec/ops.md`, "Late ops that commute with the suffix"): no
+    /// delete after it (a delete's subtree check could see the op's node or payload); the
+    /// target's ancestors at its time do not reach TRASH (no revive); and for a create, a node
+    /// that does not exist, has no children and is named by no later op, under a policy that
+    /// reads only ancestor paths ([`Policy::reads_paths_only`]).
+    fn splice(&mut self, op: &Op, at: Rewind<'_>) -> Result<Option<Done<P::Reason>>, S::Error> {
+        let key = op.key();
+        if at.suffix().deletes_after(key) {
+            return Ok(None);
+        }
+        let node = op.node();
+        match op.kind() {
+            OpKind::Create {
+                parent,
+                position,
+                payload,
+                ..
+            } => {
+                if !self.policy.reads_paths_only()
+                    || at.suffix().names(node, key)
+                    || self.store.placement(node)?.is_some()
+                    || self.store.child_count(node)? > 0
+                    || self.trashed_at(*parent, at)?
+                {
+                    return Ok(None);
+                }
+                if let Some(reason) = self.decide_at(op, None, Some(*parent), Some(at))? {
+                    return Ok(Some(denied(reason)));
+                }
+                // The node has no children, so only `parent == node` makes a cycle.
+                if *parent == node {
+                    return Ok(Some(Done::noop(Effect::SkippedCycle)));
+                }
+                let mut undo = Vec::with_capacity(1 + usize::from(payload.is_some()));
+                let placement = Placement {
+                    parent: *parent,
+                    position: position.clone(),
+                    placed_by: op.id(),
+                };
+                self.set_place(node, &None, Some(&placement))?;
+                undo.push(Undo::Placement { node, prior: None });
+                if let Some(bytes) = payload {
+                    self.write_payload(op, node, bytes, &mut undo)?;
+                }
+                Ok(Some(Done {
+                    effect: Effect::Applied,
+                    undo,
+                    reason: None,
+                }))
+            }
+            OpKind::SetPayload { payload, .. } => {
+                if self.trashed_at(node, at)? {
+                    return Ok(None);
+                }
+                let parent = at.parent(&*self.store, node)?;
+                if let Some(reason) = self.decide_at(op, parent, None, Some(at))? {
+                    return Ok(Some(denied(reason)));
+                }
+                let written = PayloadRecord {
+                    bytes: payload.clone(),
+                    set_by: op.id(),
+                };
+                let Some(later) = at.suffix().payload_written_after(node, key) else {
+                    // The last write: the payload now is the one at the op's time.
+                    let mut undo = Vec::with_capacity(1);
+                    self.write_payload(op, node, payload, &mut undo)?;
+                    return Ok(Some(Done {
+                        effect: Effect::Applied,
+                        undo,
+                        reason: None,
+                    }));
+                };
+                // A later write overwrites this one: it now replaces the op's payload, and the
+                // op replaces what that write's undo record held. The tree does not change.
+                let Some(mut entry) = self.store.entry(later)? else {
+                    return Ok(None);
+                };
+                let Some(prior) = entry.undo.iter_mut().find_map(|u| match u {
+                    Undo::Payload { node: n, prior } if *n == node => Some(prior),
+                    _ => None,
+                }) else {
+                    return Ok(None);
+                };
+                let was = std::mem::replace(prior, Some(written));
+                self.store.log_update(later, entry.effect, &entry.undo)?;
+                Ok(Some(Done {
+                    effect: Effect::Applied,
+                    undo: vec![Undo::Payload { node, prior: was }],
+                    reason: None,
+                }))
+            }
+            OpKind::Move { .. } | OpKind::Delete { .. } => Ok(None),
+        }
+    }
+
+    /// True if `node`'s ancestors at time `at` reach TRASH (an op there may revive).
+    fn trashed_at(&self, node: NodeId, at: Rewind<'_>) -> Result<bool, S::Error> {
+        let mut n = node;
+        loop {
+            if n == NodeId::TRASH {
+                return Ok(true);
+            }
+            if n.is_reserved() {
+                return Ok(false);
+            }
+            match at.parent(&*self.store, n)? {
+                Some(p) => n = p,
+                None => return Ok(false),
             }
         }
     }

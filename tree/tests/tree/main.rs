@@ -5,4 +5,5 @@ mod adversarial;
 mod common;
 mod convergence;
 mod delete;
+mod late;
 mod vectors;
