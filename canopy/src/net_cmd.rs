@@ -1,15 +1,20 @@
-//! `canopy serve` (a sync server on SQLite) and `canopy sync` (sync a local replica with it).
+//! `canopy serve` (an authorized sync server on SQLite) and `canopy sync` (sync a local replica
+//! with it, authenticating with a key and a capability chain).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::partial_cmd;
 use anyhow::{bail, Context};
+use canopy_caps::{Ability, Authz, Delegation, Did, Document, DocumentId, Invocation, SecretKey};
 use canopy_sync::memory::{FullPeer, PartialPeer};
-use canopy_sync::net::{self, DocName, Flow, OpenAccess, ServerConfig, SqliteDocuments};
+use canopy_sync::net::{self, AuthzDocuments, Credential, Flow, ServerConfig, SyncCommand};
 use canopy_sync::{AllowAll, Event, PartialSession, Phase, Progress, Session};
-use canopy_tree::{NodeId, ReplicaId, SqliteStore, Store, Tree};
+use canopy_tree::{NodeId, ReplicaId, SqliteStore, Store};
+
+use crate::caps_cmd::load_key;
+use crate::doc_cmd::{self, load_chain};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand_core::{OsRng, RngCore};
@@ -31,9 +36,16 @@ pub struct ServeArgs {
 pub struct SyncArgs {
     /// The server, e.g. ws://127.0.0.1:7070
     url: String,
-    /// The document's name on the server.
+    /// The document id (64 hex digits, as printed by `canopy doc create`).
     #[arg(long)]
-    doc: DocName,
+    doc: DocumentId,
+    /// Your key file: the connection authenticates as its DID (a signed UCAN invocation).
+    #[arg(long)]
+    key: PathBuf,
+    /// Your chain file (root first), as written by `canopy token delegate` or `canopy share
+    /// claim`; omit when you are the document's owner.
+    #[arg(long)]
+    token: Option<PathBuf>,
     /// Sync only the subtree under this node (32 hex digits): a partial replica.
     #[arg(long)]
     subtree: Option<NodeId>,
@@ -41,7 +53,8 @@ pub struct SyncArgs {
     #[arg(long)]
     live: bool,
     /// The local replica: a SQLite file (full, or partial with --subtree). Default:
-    /// DATA/replicas/HOST_PORT/DOC.canopy, or DOC.SUBTREE.partial.
+    /// DATA/replicas/DOC.canopy (the file `canopy doc` uses), or
+    /// DATA/replicas/HOST_PORT/DOC.SUBTREE.partial.
     #[arg(long)]
     replica: Option<PathBuf>,
     /// Data directory for the default replica path.
@@ -79,17 +92,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let dir = data_dir(args.data)?.join("docs");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let docs = SqliteDocuments::new(&dir, random_replica());
+    let docs = AuthzDocuments::new(&dir, random_replica());
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let addr = listener.local_addr()?;
         println!(
-            "canopy serve: ws://{addr}/DOC (documents in {}; open access: every client may read and write every document)",
+            "canopy serve: ws://{addr}/DOC_ID (documents in {}; every connection authenticates with a signed UCAN invocation, reads are filtered and writes decided by its capabilities)",
             dir.display()
         );
-        net::serve(listener, docs, OpenAccess, ServerConfig::default())
+        net::serve(listener, docs.clone(), docs, ServerConfig::default())
             .await
             .context("accepting connections")
     })
@@ -172,7 +185,7 @@ impl Bar {
     }
 }
 
-fn doc_url(base: &str, doc: &DocName) -> anyhow::Result<String> {
+fn doc_url(base: &str, doc: &DocumentId) -> anyhow::Result<String> {
     let base = base.trim_end_matches('/');
     if !(base.starts_with("ws://") || base.starts_with("wss://")) {
         bail!("the server URL must start with ws:// (got {base})");
@@ -196,20 +209,78 @@ fn host_dir(base: &str) -> String {
         .collect()
 }
 
+/// Who connects, and how it proves it: a fresh credential per connection (the server refuses a
+/// replayed invocation).
+struct Identity {
+    key: SecretKey,
+    chain: Vec<Delegation>,
+    owner: Did,
+    command: SyncCommand,
+}
+
+impl Identity {
+    fn load(key: &Path, token: Option<&Path>) -> anyhow::Result<Self> {
+        let key = load_key(key)?;
+        let chain = match token {
+            Some(t) => load_chain(t)?,
+            None => Vec::new(),
+        };
+        // the owner is the root delegation's subject (or issuer); without a chain, the key
+        let owner = match chain.first() {
+            Some(root) => *root.subject().unwrap_or(root.issuer()),
+            None => key.did(),
+        };
+        // read unless the chain only grants writes
+        let read = Ability::Read.command();
+        let command = match chain.last() {
+            Some(leaf) if !leaf.command().proves(&read) => SyncCommand::Write,
+            _ => SyncCommand::Read,
+        };
+        Ok(Self {
+            key,
+            chain,
+            owner,
+            command,
+        })
+    }
+
+    /// A handshake request for `url` on `doc` (sending the genesis nonce when known, so the
+    /// server can create the document).
+    fn request(
+        &self,
+        url: &str,
+        doc: &DocumentId,
+        genesis: Option<&Document>,
+    ) -> anyhow::Result<net::Request> {
+        let owner = genesis.map_or(self.owner, |d| *d.owner());
+        let fields = net::invocation_fields(
+            *doc,
+            owner,
+            self.command,
+            self.chain.iter().map(Delegation::cid).collect(),
+            doc_cmd::now(),
+            60,
+        );
+        let inv = Invocation::issue(&self.key, fields, &mut OsRng);
+        let cred = Credential::new(inv, self.chain.clone(), genesis.map(|d| *d.nonce()));
+        Ok(net::request(url, &cred)?)
+    }
+}
+
 /// Syncs the local replica, then exits (or stays live).
 pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let url = doc_url(&args.url, &args.doc)?;
+    let me = Identity::load(&args.key, args.token.as_deref())?;
+    let data = data_dir(args.data)?;
     let path = match args.replica {
         Some(p) => p,
-        None => {
-            let dir = data_dir(args.data)?
+        None => match args.subtree {
+            None => doc_cmd::replica_path(&data, &args.doc),
+            Some(x) => data
                 .join("replicas")
-                .join(host_dir(&args.url));
-            match args.subtree {
-                None => dir.join(format!("{}.canopy", args.doc)),
-                Some(x) => dir.join(format!("{}.{x}.partial", args.doc)),
-            }
-        }
+                .join(host_dir(&args.url))
+                .join(format!("{}.{x}.partial", args.doc)),
+        },
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -219,18 +290,55 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
     let mut bar = Bar::new();
     match args.subtree {
         None => {
-            let store = SqliteStore::open(&path)
-                .with_context(|| format!("opening the replica {}", path.display()))?;
-            // this command makes no ops of its own: any replica id will do
-            let mut tree = Tree::new(store, random_replica());
-            let mut peer = FullPeer::new(&mut tree, Session::new(AllowAll, options));
+            // its ops are signed by the key, so the replica id is the key's
+            let replica = doc_cmd::key_replica(&me.key);
+            let open = || {
+                SqliteStore::open(&path)
+                    .with_context(|| format!("opening the replica {}", path.display()))
+            };
+            let stored = if path.exists() {
+                match Authz::open_stored(open()?, replica) {
+                    Ok(a) => Some(a),
+                    Err(canopy_caps::OpenError::NoDocument) => None,
+                    Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+                }
+            } else {
+                None
+            };
+            let mut authz = match stored {
+                Some(a) => a,
+                None => {
+                    // a new replica: learn the document's owner and nonce from the server
+                    // (checked against the id)
+                    let doc = rt
+                        .block_on(net::fetch_genesis(
+                            me.request(&url, &args.doc, None)?,
+                            &args.doc,
+                        ))
+                        .with_context(|| format!("fetching the document from {url}"))?;
+                    Authz::new(open()?, doc, replica)
+                        .with_context(|| format!("creating {}", path.display()))?
+                }
+            };
+            let doc = *authz.state().document();
+            if doc.id() != args.doc {
+                bail!(
+                    "{} holds document {}, not {}",
+                    path.display(),
+                    doc.id(),
+                    args.doc
+                );
+            }
+            let req = me.request(&url, &args.doc, Some(&doc))?;
+            let mut peer = FullPeer::new(&mut authz, Session::new(AllowAll, options));
             let report = rt
-                .block_on(net::sync(url.as_str(), &mut peer, |_, ev| {
+                .block_on(net::sync(req, &mut peer, |_, ev| {
                     bar.event(ev);
                     Flow::Continue
                 }))
                 .with_context(|| format!("syncing with {url}"))?;
             bar.finish(&report);
+            let tree = authz.tree();
             println!(
                 "replica {}: {} ops, {} nodes",
                 path.display(),
@@ -243,10 +351,14 @@ pub fn sync(args: SyncArgs) -> anyhow::Result<()> {
             let mut replica = partial_cmd::open(&path, x, random_replica)?;
             let result = {
                 let mut peer = PartialPeer::new(&mut replica, PartialSession::new(options));
-                rt.block_on(net::sync(url.as_str(), &mut peer, |_, ev| {
-                    bar.event(ev);
-                    Flow::Continue
-                }))
+                rt.block_on(net::sync(
+                    me.request(&url, &args.doc, None)?,
+                    &mut peer,
+                    |_, ev| {
+                        bar.event(ev);
+                        Flow::Continue
+                    },
+                ))
             };
             // whatever was completed is committed, even if the connection failed
             let report = result.with_context(|| format!("syncing with {url}"))?;

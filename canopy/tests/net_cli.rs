@@ -38,89 +38,187 @@ fn serve(data: &Path) -> (Server, String) {
         .split_whitespace()
         .find(|w| w.starts_with("ws://"))
         .expect("the listening URL is printed")
-        .trim_end_matches("/DOC")
+        .trim_end_matches("/DOC_ID")
         .to_string();
     (Server(child), url)
 }
 
-fn sync(url: &str, args: &[&str], replica: &Path) -> String {
-    let out = canopy()
-        .arg("sync")
-        .arg(url)
-        .args(args)
-        .arg("--replica")
-        .arg(replica)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
+/// Runs `canopy ARGS`; returns (success, stdout, stderr).
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = canopy().args(args).output().unwrap();
+    (
         out.status.success(),
-        "canopy sync failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `canopy ARGS`, which must succeed; returns its stdout, trimmed.
+fn ok(args: &[&str]) -> String {
+    let (success, stdout, stderr) = run(args);
+    assert!(success, "canopy {args:?} failed: {stdout}{stderr}");
+    stdout.trim().to_owned()
 }
 
 #[test]
-fn serve_and_sync_full_and_partial_replicas() {
+fn serve_and_sync_with_capabilities() {
     let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let (_server, url) = serve(&dir.path().join("server"));
+    let (owner_key, reader_key, full_key, stranger_key) = (
+        d("owner.key"),
+        d("reader.key"),
+        d("full.key"),
+        d("stranger.key"),
+    );
+    for k in [&owner_key, &reader_key, &full_key, &stranger_key] {
+        ok(&["key", "new", "--out", k]);
+    }
+    let owner_data = d("owner");
 
-    // replica A: X under ROOT with 30 children, and 20 nodes elsewhere
-    let a_path = dir.path().join("a.canopy");
-    let x = {
-        let mut a = Tree::new(
-            SqliteStore::open(&a_path).unwrap(),
-            ReplicaId::from_bytes([1; 32]),
-        );
-        let x = a
-            .create(NodeId::ROOT, Place::Last, Some(b"X".to_vec()))
-            .unwrap()
-            .node();
-        for i in 0..30 {
-            a.create(x, Place::Last, Some(format!("in {i}").into_bytes()))
-                .unwrap();
-        }
-        for i in 0..20 {
-            a.create(
-                NodeId::ROOT,
-                Place::Last,
-                Some(format!("out {i}").into_bytes()),
-            )
-            .unwrap();
-        }
-        x
+    // the owner's document: X under ROOT with 30 children, and 20 nodes elsewhere
+    let doc = ok(&["doc", "create", "--key", &owner_key, "--data", &owner_data]);
+    let add = |parent: &str, text: &str| {
+        ok(&[
+            "doc",
+            "add",
+            "--doc",
+            &doc,
+            "--key",
+            &owner_key,
+            "--data",
+            &owner_data,
+            "--parent",
+            parent,
+            "--text",
+            text,
+        ])
     };
-    let out = sync(&url, &["--doc", "notes"], &a_path);
-    assert!(out.contains("in sync"), "{out}");
-    assert!(dir.path().join("server/docs/notes.canopy").exists());
+    let x = add("root", "X");
+    for i in 0..30 {
+        add(&x, &format!("in {i}"));
+    }
+    for i in 0..20 {
+        add("root", &format!("out {i}"));
+    }
+    let out = ok(&[
+        "sync",
+        &url,
+        "--doc",
+        &doc,
+        "--key",
+        &owner_key,
+        "--data",
+        &owner_data,
+    ]);
+    assert!(out.contains("51 ops, 51 nodes"), "{out}");
+    assert!(dir
+        .path()
+        .join(format!("server/docs/{doc}.canopy"))
+        .exists());
 
-    // replica B receives everything
-    let b_path = dir.path().join("b.canopy");
-    let out = sync(&url, &["--doc", "notes"], &b_path);
+    // a reader of the whole document receives everything
+    let full_did = ok(&["key", "show", &full_key]);
+    let full_chain = d("full.chain");
+    ok(&[
+        "token",
+        "delegate",
+        "--key",
+        &owner_key,
+        "--to",
+        &full_did,
+        "--cmd",
+        "/tree/read",
+        "--out",
+        &full_chain,
+    ]);
+    let b = d("b.canopy");
+    let out = ok(&[
+        "sync",
+        &url,
+        "--doc",
+        &doc,
+        "--key",
+        &full_key,
+        "--token",
+        &full_chain,
+        "--replica",
+        &b,
+    ]);
     assert!(out.contains("51 ops, 51 nodes"), "{out}");
     let b = Tree::new(
-        SqliteStore::open(&b_path).unwrap(),
+        SqliteStore::open(&b).unwrap(),
         ReplicaId::from_bytes([2; 32]),
     );
-    assert_eq!(b.child_count(x).unwrap(), 30);
+    let xn: NodeId = x.parse().unwrap();
+    assert_eq!(b.child_count(xn).unwrap(), 30);
     assert_eq!(b.store().log_len().unwrap(), 51);
 
-    // a partial replica of X holds X's 30 children (and resumes warm)
-    let p_path = dir.path().join("x.partial");
-    let xs = x.to_string();
-    let out = sync(&url, &["--doc", "notes", "--subtree", &xs], &p_path);
+    // a reader of X holds X's 30 children (and resumes warm), and may not read more
+    let reader_did = ok(&["key", "show", &reader_key]);
+    let reader_chain = d("reader.chain");
+    ok(&[
+        "token",
+        "delegate",
+        "--key",
+        &owner_key,
+        "--to",
+        &reader_did,
+        "--cmd",
+        "/tree/read",
+        "--subtree",
+        &x,
+        "--out",
+        &reader_chain,
+    ]);
+    let p_path = d("x.partial");
+    let partial = [
+        "sync",
+        &url,
+        "--doc",
+        &doc,
+        "--key",
+        &reader_key,
+        "--token",
+        &reader_chain,
+        "--subtree",
+        &x,
+        "--replica",
+        &p_path,
+    ];
+    let out = ok(&partial);
     assert!(out.contains("30 nodes under"), "{out}");
-    let p = PartialReplica::open(SqlitePartial::open(&p_path).unwrap())
+    let p = PartialReplica::open(SqlitePartial::open(Path::new(&p_path)).unwrap())
         .unwrap()
         .expect("a partial replica");
-    assert_eq!((p.scope(), p.count().unwrap()), (x, 30));
+    assert_eq!((p.scope(), p.count().unwrap()), (xn, 30));
     drop(p);
-    let out = sync(&url, &["--doc", "notes", "--subtree", &xs], &p_path);
+    let out = ok(&partial);
     assert!(out.contains("30 nodes under"), "{out}");
+    let (success, _, err) = run(&[
+        "sync",
+        &url,
+        "--doc",
+        &doc,
+        "--key",
+        &reader_key,
+        "--token",
+        &reader_chain,
+        "--replica",
+        &d("r.canopy"),
+    ]);
+    assert!(!success && err.contains("full sync not allowed"), "{err}");
 
-    // another document is separate
-    let c_path = dir.path().join("c.canopy");
-    let out = sync(&url, &["--doc", "other"], &c_path);
-    assert!(out.contains("0 ops, 0 nodes"), "{out}");
+    // a key with no grant is refused at the handshake
+    let (success, _, err) = run(&[
+        "sync",
+        &url,
+        "--doc",
+        &doc,
+        "--key",
+        &stranger_key,
+        "--replica",
+        &d("s.canopy"),
+    ]);
+    assert!(!success && err.contains("403"), "{err}");
 }

@@ -5,7 +5,15 @@
 //! * One binary WebSocket message carries one protocol message (at most
 //!   [`MAX_MESSAGE_LEN`](crate::MAX_MESSAGE_LEN) = 4 MiB; larger frames close the connection with
 //!   code 1009 before anything is decoded).
-//! * The URL path names the document: `ws://HOST:PORT/DOC` ([`DocName`]).
+//! * The URL path names the document: `ws://HOST:PORT/DOC` ([`DocName`]; for
+//!   [`AuthzDocuments`], the document id in hex).
+//! * Authentication at the handshake ([`Admit`]): [`AuthzDocuments`] (what `canopy serve` runs)
+//!   takes an `Authorization: Bearer` [`Credential`] — a UCAN invocation signed by the client's
+//!   key, bound to the document, with its delegation chain — and refuses a missing, forged,
+//!   expired or replayed one (401), one whose chain grants nothing on the document (403), an
+//!   unknown document (404). The connection then reads through [`CapsRead`](crate::CapsRead)
+//!   for its DID and chain, and every op it pushes goes through the document's authorized
+//!   ingest. [`OpenAccess`] admits everyone (trusted set-ups, tests).
 //! * Backpressure: each connection has a bounded send queue ([`SEND_QUEUE_BYTES`]). A session is
 //!   polled for more only when its queue has room for a whole poll, and the next frame is read
 //!   only when the queue has room for the largest answer to it; a peer that stops reading stops
@@ -15,9 +23,9 @@
 //!   one); a malformed message is decoded whole before anything is applied, so nothing partial is
 //!   stored. Other connections are not affected.
 //!
-//! The server ([`serve`]) runs one thread per open document that owns the replica (a
-//! [`canopy_tree::Tree`], e.g. on [`SqliteDocuments`]) and the sessions of every connection to
-//! it: ops pushed by one client are applied once, then every other live session is polled, which
+//! The server ([`serve`]) runs one thread per open document that owns the replica (an
+//! authorized `canopy_caps::Authz` on [`AuthzDocuments`], or a plain [`canopy_tree::Tree`] on
+//! [`SqliteDocuments`] / [`MemoryDocuments`]) and the sessions of every connection to it: ops pushed by one client are applied once, then every other live session is polled, which
 //! fans them out (live mode).
 //!
 //! ```
@@ -59,9 +67,13 @@ pub use auth::{
     invocation_fields, AuthError, Authenticated, Authenticator, Credential, CredentialDecodeError,
     SyncCommand, CREDENTIAL_VERSION, MAX_CREDENTIAL_BYTES, MAX_SKEW_SECS, MAX_WINDOW_SECS,
 };
-pub use client::{sync, ClientError, Flow, SyncReport};
-pub use docs::{Documents, MemoryDocuments, OpenError, SqliteDocuments};
-pub use server::{serve, Admit, AdmitError, OpenAccess, ServerConfig};
+pub use client::{fetch_genesis, request, sync, ClientError, Flow, GenesisFetchError, SyncReport};
+pub use docs::{
+    AuthzDocuments, AuthzOpenError, Documents, MemoryDocuments, OpenError, SqliteDocuments,
+};
+pub use server::{serve, Admission, Admit, AdmitError, OpenAccess, ServerConfig, GENESIS_HEADER};
+/// A WebSocket handshake request (e.g. from [`request`], carrying a credential).
+pub use tokio_tungstenite::tungstenite::handshake::client::Request;
 
 /// Bytes of frames one connection may have queued for sending (each side, each connection).
 pub const SEND_QUEUE_BYTES: usize = 16 << 20;

@@ -4,23 +4,29 @@
 //!   differences, cold/warm partial sync, at each `--sizes` document size; and a cold partial
 //!   sync from a SQLite file in process.
 //! * Over loopback WebSocket: a cold partial sync of a 10k-node subtree X from a 1M-node document
-//!   served by `canopy_sync::net::serve` from a SQLite file; and `--clients` concurrent live
+//!   of owner-signed ops served by `canopy_sync::net::serve` over `AuthzDocuments` (an authorized
+//!   replica on a SQLite file), the reader authenticating with a handshake credential and reading
+//!   through a depth-2 capability chain (every node record checked); and `--clients` concurrent live
 //!   clients each pushing `--ops` ops to one server until every client holds every op.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use canopy_caps::{
+    chain_ref, sign_op, subtree_policy, Ability, Authz, Delegation, DelegationFields, Document,
+    Invocation, SecretKey,
+};
 use canopy_sync::memory::{FullPeer, PartialPeer};
 use canopy_sync::net::{
-    self, Admit, AdmitError, DocName, Documents, Flow, MemoryDocuments, ServerConfig,
-    SqliteDocuments,
+    self, AuthzDocuments, Documents, Flow, MemoryDocuments, ServerConfig, SqliteDocuments,
 };
 use canopy_sync::{
-    frontier_count, AllowAll, Event, PartialReplica, PartialSession, Phase, Session, SubtreeScope,
+    frontier_count, AllowAll, Event, PartialReplica, PartialSession, Phase, Session,
 };
 use canopy_tree::{MemoryStore, NodeId, OpId, Place, ReplicaId, SqliteStore, Store, Tree};
 use clap::Args;
+use rand_core::OsRng;
 
 use super::sqlite::TempDir;
 use super::{median, Rng};
@@ -118,20 +124,14 @@ pub fn run(args: SyncArgs) -> anyhow::Result<()> {
 
 /// Admits every client to read subtree(X) only (structure and payloads): the read filter a
 /// `/tree/read` + `/tree/read/payload` grant on X gives.
-struct ScopeAdmit(NodeId);
-
-impl Admit for ScopeAdmit {
-    type Filter = SubtreeScope;
-    fn admit(&self, _: &DocName, _: Option<&str>) -> Result<SubtreeScope, AdmitError> {
-        Ok(SubtreeScope::new(self.0))
-    }
-}
-
-/// A document of `n` creates by one replica (16-byte payloads): X under ROOT with `x_size`
-/// nodes under it, the rest elsewhere; random parents, mostly shallow and wide.
-fn build(n: usize, x_size: usize) -> anyhow::Result<(Tree<MemoryStore>, NodeId)> {
+/// Builds the document shape of the partial benchmark into `t`: X under ROOT with
+/// `x_size - 1` descendants, the rest elsewhere; returns X.
+fn build<S: Store, P: canopy_tree::Policy>(
+    t: &mut Tree<S, P>,
+    n: usize,
+    x_size: usize,
+) -> anyhow::Result<NodeId> {
     let mut rng = Rng(0x6e65_7473_796e_6331);
-    let mut t = Tree::new(MemoryStore::new(), rep(1));
     let x = t
         .create(NodeId::ROOT, Place::Last, Some(vec![1; 16]))?
         .node();
@@ -158,70 +158,145 @@ fn build(n: usize, x_size: usize) -> anyhow::Result<(Tree<MemoryStore>, NodeId)>
             outside.push(node);
         }
     }
-    Ok((t, x))
+    Ok(x)
 }
 
-/// Copies a one-replica document into a SQLite file, 50k ops per transaction.
-fn to_sqlite(t: &Tree<MemoryStore>, path: &std::path::Path) -> anyhow::Result<()> {
-    let mut s = Tree::new(SqliteStore::open(path)?, rep(2));
-    let n = t.store().log_len()?;
+/// The benchmark's fixed keys: owner, an intermediate delegate, the reader.
+fn bench_key(b: u8) -> SecretKey {
+    SecretKey::from_bytes(&[b; 32])
+}
+
+fn key_replica(k: &SecretKey) -> ReplicaId {
+    ReplicaId::from_bytes(*k.did().public_key())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Writes the owner's `n`-node document, every op signed by the owner, as the authorized
+/// SQLite store at `path` (genesis first). Not timed. The ops are applied without re-deciding
+/// them (the owner's empty chain allows every op, so the decisions are the ones an `Authz`
+/// ingest makes); the server opens the file as an `Authz` replica.
+fn signed_fixture(
+    owner: &SecretKey,
+    doc: &Document,
+    n: usize,
+    x_size: usize,
+    path: &std::path::Path,
+) -> anyhow::Result<(NodeId, u64)> {
+    let mut t = Tree::new(MemoryStore::new(), key_replica(owner));
+    let x = build(&mut t, n, x_size)?;
+    let want = t.subtree(x).count() as u64;
+    let store = Authz::new(SqliteStore::open(path)?, *doc, key_replica(owner))
+        .map_err(|e| anyhow::anyhow!("writing the genesis: {e}"))?
+        .into_store();
+    let mut s = Tree::new(store, key_replica(owner));
+    let (chain, time) = (chain_ref(&[]), unix_now());
+    let total = t.store().log_len()?;
     let mut seq = 1u64;
-    while seq <= n {
-        let end = (seq + 50_000).min(n + 1);
+    while seq <= total {
+        let end = (seq + 50_000).min(total + 1);
         let mut ops = Vec::with_capacity((end - seq) as usize);
         for q in seq..end {
             let e = t
                 .store()
-                .entry(OpId::new(rep(1), q))?
+                .entry(OpId::new(key_replica(owner), q))?
                 .context("the log has a gap")?;
-            ops.push(e.op);
+            ops.push(sign_op(owner, &doc.id(), time, &chain, e.op)?);
         }
         s.apply(ops)?;
         seq = end;
     }
-    Ok(())
+    Ok((x, want))
+}
+
+/// A fresh handshake request for the reader (a new invocation: the server refuses replays).
+fn reader_request(
+    url: &str,
+    reader: &SecretKey,
+    doc: &Document,
+    chain: &[Delegation],
+) -> anyhow::Result<net::Request> {
+    let fields = net::invocation_fields(
+        doc.id(),
+        *doc.owner(),
+        net::SyncCommand::Read,
+        chain.iter().map(Delegation::cid).collect(),
+        unix_now(),
+        60,
+    );
+    let inv = Invocation::issue(reader, fields, &mut OsRng);
+    Ok(net::request(
+        url,
+        &net::Credential::new(inv, chain.to_vec(), None),
+    )?)
 }
 
 async fn ws_partial(args: &SyncArgs) -> anyhow::Result<serde_json::Value> {
     let t0 = Instant::now();
-    let (t, x) = build(args.doc_nodes, args.subtree_nodes)?;
-    let want = t.subtree(x).count();
+    let (owner, alice, reader) = (bench_key(0xa1), bench_key(0xa2), bench_key(0xa3));
+    let doc = Document::new(owner.did(), [0xd0; 16]);
     let tmp = TempDir::new("sync-ws")?;
-    let docs = SqliteDocuments::new(tmp.path(), rep(3));
-    let doc: DocName = "big".parse()?;
-    to_sqlite(&t, &docs.path(&doc))?;
-    drop(t);
+    let docs = AuthzDocuments::new(tmp.path(), rep(3));
+    let (x, want) = signed_fixture(
+        &owner,
+        &doc,
+        args.doc_nodes,
+        args.subtree_nodes,
+        &docs.path(&doc.id()),
+    )?;
     let build_s = t0.elapsed().as_secs_f64();
+    // a depth-2 chain: owner -> alice (/tree/read on X) -> reader (/tree/read on X)
+    let grant = |from: &SecretKey, to: &SecretKey| {
+        Delegation::issue(
+            from,
+            DelegationFields {
+                audience: to.did(),
+                subject: Some(owner.did()),
+                command: Ability::Read.command(),
+                policy: subtree_policy(x.as_bytes(), &[]),
+                expiration: None,
+                not_before: None,
+                meta: None,
+            },
+            &mut OsRng,
+        )
+    };
+    let chain = vec![grant(&owner, &alice), grant(&alice, &reader)];
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("ws://{}/{doc}", listener.local_addr()?);
+    let url = format!("ws://{}/{}", listener.local_addr()?, doc.id());
     tokio::spawn(net::serve(
         listener,
+        docs.clone(),
         docs,
-        ScopeAdmit(x),
         ServerConfig::default(),
     ));
 
-    // the document stays open on the server (as on a busy one): a live partial client holds it
-    let held_url = url.clone();
+    // a live client keeps the document open between the runs (as on a busy server)
+    let held = reader_request(&url, &reader, &doc, &chain)?;
     let holder = tokio::spawn(async move {
         let mut p = PartialReplica::new(x, rep(4));
         let mut peer = PartialPeer::new(&mut p, PartialSession::new(net::transport_options(true)));
-        let _ = net::sync(held_url.as_str(), &mut peer, |_, _| Flow::Continue).await;
+        let _ = net::sync(held, &mut peer, |_, _| Flow::Continue).await;
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut ms = Vec::new();
     let mut first_view = Vec::new();
     let mut last = None;
     for i in 0..args.runs {
+        let req = reader_request(&url, &reader, &doc, &chain)?;
         let mut p = PartialReplica::new(x, rep(10 + i as u64));
         let mut fv = None;
         let start = Instant::now();
         let report = {
             let mut peer =
                 PartialPeer::new(&mut p, PartialSession::new(net::transport_options(false)));
-            net::sync(url.as_str(), &mut peer, |_, ev| {
+            net::sync(req, &mut peer, |_, ev| {
                 if matches!(ev, Event::FirstViewReady) && fv.is_none() {
                     fv = Some(start.elapsed().as_secs_f64() * 1e3);
                 }
@@ -233,7 +308,7 @@ async fn ws_partial(args: &SyncArgs) -> anyhow::Result<serde_json::Value> {
         first_view.push(fv.unwrap_or(f64::NAN));
         ensure!(report.finished, "the partial sync did not finish");
         ensure!(
-            p.len() == want,
+            p.len() as u64 == want,
             "the partial replica holds {} nodes, subtree(X) has {want}",
             p.len()
         );
@@ -244,8 +319,9 @@ async fn ws_partial(args: &SyncArgs) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::json!({
         "scenario": "ws_cold_partial",
         "transport": "websocket loopback",
-        "server_store": "sqlite file (WAL)",
-        "read_filter": "SubtreeScope(X) (structural; no capability chain verified)",
+        "server_store": "sqlite file (WAL), authorized replica (Authz), owner-signed ops",
+        "read_filter": "CapsRead: depth-2 chain owner->alice->reader, /tree/read on subtree X; every node record and payload checked",
+        "auth": "handshake credential (signed UCAN invocation + 2 delegations) verified per connection",
         "doc_nodes": args.doc_nodes,
         "nodes": nodes,
         "runs": args.runs,

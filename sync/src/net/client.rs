@@ -2,16 +2,73 @@
 
 use std::time::Duration;
 
+use canopy_caps::{Document, DocumentId, GenesisError};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
+use super::auth::Credential;
 use super::queue::{outq, write_loop, Outq};
-use super::server::{ws_config, POLL_ROOM};
+use super::server::{ws_config, GENESIS_HEADER, POLL_ROOM};
 use super::{CloseReason, READ_RESERVE};
 use crate::memory::Endpoint;
 use crate::session::{Event, Outcome, SyncError};
+use crate::wire::Message;
+
+/// The handshake request for `url` with `credential` in its `Authorization` header (what
+/// [`sync`] takes for an authorized server).
+pub fn request(url: &str, credential: &Credential) -> Result<Request, WsError> {
+    let mut req = url.into_client_request()?;
+    let value = credential
+        .to_header()
+        .parse()
+        .map_err(|e| WsError::HttpFormat(tokio_tungstenite::tungstenite::http::Error::from(e)))?;
+    req.headers_mut().insert(AUTHORIZATION, value);
+    Ok(req)
+}
+
+/// Why [`fetch_genesis`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenesisFetchError {
+    /// The handshake failed (refused with an HTTP status such as 401/403/404, or no connection).
+    #[error("connecting: {0}")]
+    Connect(#[source] WsError),
+    /// The server sent no `Canopy-Genesis` header.
+    #[error("the server sent no genesis")]
+    Missing,
+    /// The header is not hex.
+    #[error("the genesis header is not hex")]
+    Hex,
+    /// The header is not the genesis of the document asked for.
+    #[error("bad genesis from the server: {0}")]
+    Genesis(#[source] GenesisError),
+}
+
+/// Learns a document's owner and nonce from the server (the `Canopy-Genesis` handshake header,
+/// checked against `doc`: the id is derived from them), then closes the connection. For a client
+/// that knows only the document id and must create its local authorized replica first. The
+/// credential is spent (one handshake); [`sync`] needs a fresh one.
+pub async fn fetch_genesis(
+    request: Request,
+    doc: &DocumentId,
+) -> Result<Document, GenesisFetchError> {
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true)
+            .await
+            .map_err(GenesisFetchError::Connect)?;
+    let _ = ws.close(None).await;
+    let hex_value = resp
+        .headers()
+        .get(GENESIS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(GenesisFetchError::Missing)?;
+    let bytes = hex::decode(hex_value).map_err(|_| GenesisFetchError::Hex)?;
+    Document::from_genesis(&bytes, doc).map_err(GenesisFetchError::Genesis)
+}
 
 /// What the event callback wants next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,11 +260,25 @@ where
         Ok(()) if d.report.finished => {
             // the server closes once its side of the session is over too, i.e. after it has
             // applied everything we sent: wait for that, so that returning means "the server
-            // has it"
+            // has it". Its verdicts on our last ops (`Refused`, `RefusedEntry`) may come after
+            // our session finished: they are still reported.
             let _ = tokio::time::timeout(Duration::from_secs(10), async {
                 while let Some(m) = stream.next().await {
-                    if matches!(m, Ok(WsMessage::Close(_)) | Err(_)) {
-                        break;
+                    match m {
+                        Ok(WsMessage::Binary(b)) => {
+                            d.report.frames_received += 1;
+                            d.report.bytes_received += b.len() as u64;
+                            let ev = match Message::decode(&b) {
+                                Ok(Message::Refused { op, code }) => Event::Refused { op, code },
+                                Ok(Message::RefusedEntry { entry, code }) => {
+                                    Event::RefusedEntry { entry, code }
+                                }
+                                _ => continue,
+                            };
+                            let _ = on_event(endpoint, &ev);
+                        }
+                        Ok(WsMessage::Close(_)) | Err(_) => break,
+                        Ok(_) => {}
                     }
                 }
             })

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use canopy_tree::{NodeId, Tree};
+use canopy_tree::NodeId;
 use futures_util::StreamExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -18,8 +18,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use super::docs::Documents;
 use super::queue::{outq, write_loop, Outq};
 use super::{transport_options, CloseReason, DocName, READ_RESERVE};
+use canopy_caps::Document;
+
+use super::auth::AuthError;
 use crate::filter::{AllowAll, ReadContext, ReadFilter};
-use crate::session::{Outcome, Session};
+use crate::session::{Outcome, Replica, Session};
 use crate::wire::MAX_MESSAGE_LEN;
 
 /// Room a session's send queue needs before it is polled: a whole poll on top of the read
@@ -54,29 +57,75 @@ impl Default for ServerConfig {
 }
 
 /// Decides, at the WebSocket handshake, whether a client may sync a document and what it may
-/// read. The one place where issue 5's capability check plugs in (the `Authorization: Bearer`
-/// header carries the client's chain).
+/// read: where authentication plugs in (the `Authorization: Bearer` header carries the client's
+/// credential; [`AuthzDocuments`](super::AuthzDocuments) checks a signed UCAN invocation).
 pub trait Admit: Send + Sync + 'static {
     /// What an admitted client may read.
     type Filter: ReadFilter + Send + 'static;
     /// Admits a client to `doc`, given its bearer credential (if it sent one).
-    fn admit(&self, doc: &DocName, bearer: Option<&str>) -> Result<Self::Filter, AdmitError>;
+    fn admit(
+        &self,
+        doc: &DocName,
+        bearer: Option<&str>,
+    ) -> Result<Admission<Self::Filter>, AdmitError>;
+}
+
+/// What an admitted connection brings to its document.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Admission<F> {
+    /// What it may read.
+    pub filter: F,
+    /// Document entries (encoded) ingested into the document before its session starts: the
+    /// delegations and chain it authenticated with.
+    pub entries: Vec<Vec<u8>>,
+    /// The document, if the connection sent its genesis (it may then create it).
+    pub genesis: Option<Document>,
+    /// The document's genesis entry, sent back in the `Canopy-Genesis` response header.
+    pub genesis_entry: Option<Vec<u8>>,
+}
+
+impl<F> Admission<F> {
+    /// Admitted with `filter` and nothing else.
+    pub fn new(filter: F) -> Self {
+        Self {
+            filter,
+            entries: Vec::new(),
+            genesis: None,
+            genesis_entry: None,
+        }
+    }
 }
 
 /// Why a client was not admitted (sent as the handshake's HTTP status).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdmitError {
-    /// A credential is required and none was sent: 401.
-    #[error("credentials required")]
-    MissingCredentials,
-    /// The credential does not verify: 401.
-    #[error("credentials do not verify")]
-    InvalidCredentials,
-    /// The credential grants nothing on this document: 403.
-    #[error("no read grant on this document")]
-    NotGranted,
+    /// The credential is missing, does not verify, or grants nothing on this document: its
+    /// [`AuthError::status`] (401, 403 or 503).
+    #[error("{0}")]
+    Credential(#[from] AuthError),
+    /// No such document, and it cannot be created by this connection: 404.
+    #[error("unknown document")]
+    UnknownDocument,
+    /// The document's store could not be read: 503.
+    #[error("document unavailable")]
+    Unavailable,
 }
+
+impl AdmitError {
+    /// The HTTP status the handshake is refused with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Credential(e) => e.status(),
+            Self::UnknownDocument => 404,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
+/// The response header carrying the document's genesis entry (hex).
+pub const GENESIS_HEADER: &str = "canopy-genesis";
 
 /// Everyone may read and write everything (a trusted network, tests): every client gets
 /// [`AllowAll`]. Writes still go through the session's ingest.
@@ -85,8 +134,8 @@ pub struct OpenAccess;
 
 impl Admit for OpenAccess {
     type Filter = AllowAll;
-    fn admit(&self, _: &DocName, _: Option<&str>) -> Result<AllowAll, AdmitError> {
-        Ok(AllowAll)
+    fn admit(&self, _: &DocName, _: Option<&str>) -> Result<Admission<AllowAll>, AdmitError> {
+        Ok(Admission::new(AllowAll))
     }
 }
 
@@ -124,6 +173,7 @@ pub(crate) enum ToDoc {
     Join {
         conn: u64,
         filter: ConnFilter,
+        entries: Vec<Vec<u8>>,
         q: Outq,
         killer: Killer,
         wants: Arc<AtomicBool>,
@@ -227,7 +277,7 @@ fn refuse(status: StatusCode, text: &str) -> ErrorResponse {
 
 async fn connection<D: Documents, A: Admit>(shared: Arc<Shared<D, A>>, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let mut admitted: Option<(DocName, A::Filter)> = None;
+    let mut admitted: Option<(DocName, Admission<A::Filter>)> = None;
     // the error type is tungstenite's handshake callback's
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
@@ -242,14 +292,17 @@ async fn connection<D: Documents, A: Admit>(shared: Arc<Shared<D, A>>, stream: T
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let filter = shared.admit.admit(&doc, bearer).map_err(|e| {
-            let status = match e {
-                AdmitError::NotGranted => StatusCode::FORBIDDEN,
-                _ => StatusCode::UNAUTHORIZED,
-            };
+        let admission = shared.admit.admit(&doc, bearer).map_err(|e| {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED);
             refuse(status, &e.to_string())
         })?;
-        admitted = Some((doc, filter));
+        let mut resp = resp;
+        if let Some(g) = &admission.genesis_entry {
+            if let Ok(v) = hex::encode(g).parse() {
+                resp.headers_mut().insert(GENESIS_HEADER, v);
+            }
+        }
+        admitted = Some((doc, admission));
         Ok(resp)
     };
     let Ok(ws) =
@@ -257,7 +310,7 @@ async fn connection<D: Documents, A: Admit>(shared: Arc<Shared<D, A>>, stream: T
     else {
         return;
     };
-    let Some((doc, filter)) = admitted else {
+    let Some((doc, admission)) = admitted else {
         return;
     };
     let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -270,7 +323,11 @@ async fn connection<D: Documents, A: Admit>(shared: Arc<Shared<D, A>>, stream: T
         &shared,
         &doc,
         conn,
-        ConnFilter(Box::new(filter)),
+        Joining {
+            filter: ConnFilter(Box::new(admission.filter)),
+            entries: admission.entries,
+            genesis: admission.genesis,
+        },
         &q,
         &killer,
         &wants,
@@ -341,17 +398,29 @@ async fn connection<D: Documents, A: Admit>(shared: Arc<Shared<D, A>>, stream: T
     }
 }
 
-/// Attaches the connection to the document's thread (starting it if needed). None if the
-/// document could not be opened.
+/// What a connection brings to its document's thread.
+struct Joining {
+    filter: ConnFilter,
+    entries: Vec<Vec<u8>>,
+    genesis: Option<Document>,
+}
+
+/// Attaches the connection to the document's thread (starting it if needed, with the
+/// connection's genesis). None if the document could not be opened.
 async fn join<D: Documents, A: Admit>(
     shared: &Arc<Shared<D, A>>,
     doc: &DocName,
     conn: u64,
-    mut filter: ConnFilter,
+    joining: Joining,
     q: &Outq,
     killer: &Killer,
     wants: &Arc<AtomicBool>,
 ) -> Option<mpsc::Sender<ToDoc>> {
+    let Joining {
+        mut filter,
+        mut entries,
+        genesis,
+    } = joining;
     loop {
         let tx = {
             let mut reg = shared.registry.lock().expect("poisoned");
@@ -365,7 +434,7 @@ async fn join<D: Documents, A: Admit>(
                     let name = doc.clone();
                     let spawned = std::thread::Builder::new()
                         .name(format!("canopy-doc-{doc}"))
-                        .spawn(move || run_doc(shared, name, gen, rx));
+                        .spawn(move || run_doc(shared, name, genesis, gen, rx));
                     if spawned.is_err() {
                         reg.remove(doc);
                         return None;
@@ -378,6 +447,7 @@ async fn join<D: Documents, A: Admit>(
         let msg = ToDoc::Join {
             conn,
             filter,
+            entries,
             q: q.clone(),
             killer: killer.clone(),
             wants: wants.clone(),
@@ -385,9 +455,14 @@ async fn join<D: Documents, A: Admit>(
         };
         match tx.send(msg).await {
             Ok(()) => {}
-            Err(mpsc::error::SendError(ToDoc::Join { filter: f, .. })) => {
+            Err(mpsc::error::SendError(ToDoc::Join {
+                filter: f,
+                entries: e,
+                ..
+            })) => {
                 // the thread was leaving: start another
                 filter = f;
+                entries = e;
                 continue;
             }
             Err(_) => return None,
@@ -412,10 +487,11 @@ struct Conn {
 fn run_doc<D: Documents, A: Admit>(
     shared: Arc<Shared<D, A>>,
     doc: DocName,
+    genesis: Option<Document>,
     gen: u64,
     mut rx: mpsc::Receiver<ToDoc>,
 ) {
-    let mut tree = match shared.docs.open(&doc) {
+    let mut tree = match shared.docs.open(&doc, genesis.as_ref()) {
         Ok(t) => t,
         Err(_) => {
             // refuse every waiting client, then go (the next one retries the open)
@@ -463,11 +539,18 @@ fn run_doc<D: Documents, A: Admit>(
             ToDoc::Join {
                 conn,
                 filter,
+                entries,
                 q,
                 killer,
                 wants,
                 ack,
             } => {
+                // the proofs the connection authenticated with, before its session reads
+                if !entries.is_empty() && tree.ingest_entries(entries).is_err() {
+                    killer.kill(CloseReason::Storage);
+                    let _ = ack.send(false);
+                    continue;
+                }
                 conns.insert(
                     conn,
                     Conn {
@@ -531,10 +614,7 @@ fn run_doc<D: Documents, A: Admit>(
 }
 
 /// Polls every session: live ones send their peers the ops they lack.
-fn fan_out<S: canopy_tree::Store, P: canopy_tree::Policy>(
-    conns: &mut HashMap<u64, Conn>,
-    tree: &Tree<S, P>,
-) {
+fn fan_out<R: Replica>(conns: &mut HashMap<u64, Conn>, tree: &R) {
     for c in conns.values_mut() {
         poll_conn(c, tree);
     }
@@ -542,7 +622,7 @@ fn fan_out<S: canopy_tree::Store, P: canopy_tree::Policy>(
 
 /// Polls a session while its queue has room for a whole poll and it has something to send;
 /// otherwise marks it as waiting for its writer to drain.
-fn poll_conn<S: canopy_tree::Store, P: canopy_tree::Policy>(c: &mut Conn, tree: &Tree<S, P>) {
+fn poll_conn<R: Replica>(c: &mut Conn, tree: &R) {
     loop {
         let Some(s) = c.session.as_mut() else {
             return;
