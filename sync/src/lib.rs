@@ -10,6 +10,8 @@
 //!   replica's ingest (verified and authorized for `Authz`); refused items come back typed.
 //! * [`PartialSession`] runs on a [`PartialReplica`]: subtree(X) plus the path from X to ROOT,
 //!   kept exact by deltas since its last checkpoint, with local writes pushed to the full replica.
+//!   Its state lives in a [`PartialStore`]: [`MemoryPartial`], or one SQLite file per replica
+//!   (`SqlitePartial`, feature `sqlite`; each delta one transaction with its checkpoint).
 //! * [`memory`] pumps messages between two sessions in memory (tests, benchmarks); the WebSocket
 //!   transport is an adapter of the same shape.
 //!

@@ -9,9 +9,9 @@
 //! delete's `seen` vector equal to the last synced frontier. See `spec/sync.md` ("Partial replica").
 //!
 //! The state lives in a [`PartialStore`]: [`MemoryPartial`] (the default, and the reference model)
-//! or [`SqlitePartial`](crate::SqlitePartial) (feature `sqlite`, one file per replica, see
-//! `spec/sync.md` §"Partial replica storage"). The logic here is written once against the trait,
-//! so the session has one code path for both.
+//! or `SqlitePartial` (feature `sqlite`, one file per replica, see `spec/sync.md` §"Partial
+//! replica storage (SQLite)"). The logic here is written once against the trait, so the session
+//! has one code path for both.
 
 use std::convert::Infallible;
 

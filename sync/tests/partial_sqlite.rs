@@ -697,13 +697,26 @@ fn corrupt_rows_are_typed_errors() {
         PartialReplica::open(SqlitePartial::open(&path).unwrap()),
         Err(SqlitePartialError::CorruptOp { seq: 1, .. })
     ));
-    conn.execute_batch("UPDATE meta SET checkpoint = x'0102'")
-        .unwrap();
+    conn.execute_batch(&format!(
+        "INSERT INTO path VALUES (0, x'{}', x'{}', x'00')",
+        "01".repeat(16),
+        "00".repeat(16)
+    ))
+    .unwrap();
     assert!(matches!(
         PartialReplica::open(SqlitePartial::open(&path).unwrap()),
         Err(SqlitePartialError::CorruptBlob {
-            field: "checkpoint",
+            field: "path.position",
             ..
+        })
+    ));
+    conn.execute_batch("DELETE FROM path; UPDATE meta SET tainted = 5")
+        .unwrap();
+    assert!(matches!(
+        PartialReplica::open(SqlitePartial::open(&path).unwrap()),
+        Err(SqlitePartialError::CorruptColumn {
+            table: "meta",
+            column: "tainted"
         })
     ));
 }

@@ -1,7 +1,7 @@
 //! [`SqlitePartial`]: a [`PartialStore`] in one SQLite file (feature `sqlite`).
 //!
-//! Schema, blob formats and transaction rules: `spec/sync.md` §"Partial replica storage". One
-//! file holds one partial replica. Node records are rows with a sibling index
+//! Schema and transaction rules: `spec/sync.md` §"Partial replica storage (SQLite)". One file
+//! holds one partial replica. Node records are rows with a sibling index
 //! `(parent, position, node)` and a gone-digest index, so a delta item is a few indexed
 //! statements and a children page is one index range; nothing loads the replica into memory.
 //!
@@ -28,13 +28,13 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use canopy_tree::{NodeId, Op, OpId, Position, ReplicaId};
+use canopy_tree::{NodeId, Op, OpId, Position, ReplicaId, VersionVector};
 use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use rustc_hash::FxHashMap;
 
 use super::store::{PartialMeta, PartialStore};
-use crate::wire::{gone_digest, Message, NodeRecord, PayloadState, WireError};
+use crate::wire::{gone_digest, NodeRecord, PathEntry, PayloadState, WireError};
 
 /// `PRAGMA application_id` of a partial replica database ("CnpP").
 const APPLICATION_ID: i64 = 0x436e_7050;
@@ -43,13 +43,22 @@ const SCHEMA_VERSION: i64 = 1;
 
 const DDL: &str = "
 CREATE TABLE meta(
-    id         INTEGER PRIMARY KEY CHECK (id = 1),
-    scope      BLOB NOT NULL CHECK (length(scope) = 16),
-    replica    BLOB NOT NULL CHECK (length(replica) = 32),
-    checkpoint BLOB NOT NULL,
-    last_seq   INTEGER NOT NULL,
-    tainted    INTEGER NOT NULL CHECK (tainted IN (0, 1)),
-    path       BLOB NOT NULL
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    scope       BLOB NOT NULL CHECK (length(scope) = 16),
+    replica     BLOB NOT NULL CHECK (length(replica) = 32),
+    max_lamport INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL,
+    tainted     INTEGER NOT NULL CHECK (tainted IN (0, 1))
+);
+CREATE TABLE since(
+    replica BLOB PRIMARY KEY CHECK (length(replica) = 32),
+    seq     INTEGER NOT NULL CHECK (seq >= 1)
+) WITHOUT ROWID;
+CREATE TABLE path(
+    step     INTEGER PRIMARY KEY,
+    node     BLOB NOT NULL CHECK (length(node) = 16),
+    parent   BLOB NOT NULL CHECK (length(parent) = 16),
+    position BLOB NOT NULL
 );
 CREATE TABLE replicas(
     idx INTEGER PRIMARY KEY,
@@ -98,7 +107,7 @@ pub enum SqlitePartialError {
         table: &'static str,
         column: &'static str,
     },
-    /// A stored checkpoint, path or position does not decode.
+    /// A stored position does not decode.
     #[error("corrupt {field}: {source}")]
     CorruptBlob {
         field: &'static str,
@@ -134,6 +143,9 @@ pub struct SqlitePartial {
     conn: Connection,
     in_tx: bool,
     reps: RefCell<Replicas>,
+    /// The meta record as last written or read (`since` and `path` are rewritten only when they
+    /// change); cleared on rollback.
+    written: RefCell<Option<PartialMeta>>,
 }
 
 impl std::fmt::Debug for SqlitePartial {
@@ -163,9 +175,9 @@ fn uint(v: i64, table: &'static str, column: &'static str) -> Result<u64> {
     u64::try_from(v).map_err(|_| corrupt(table, column))
 }
 
-fn position_of(b: &[u8]) -> Result<Position> {
+fn position_of(b: &[u8], field: &'static str) -> Result<Position> {
     Position::try_from_bytes(b).map_err(|e| SqlitePartialError::CorruptBlob {
-        field: "nodes.position",
+        field,
         source: WireError::Position(e),
     })
 }
@@ -215,6 +227,7 @@ impl SqlitePartial {
             conn,
             in_tx: false,
             reps: RefCell::default(),
+            written: RefCell::default(),
         })
     }
 
@@ -300,7 +313,7 @@ impl SqlitePartial {
         Ok(NodeRecord {
             node: node_of(r.get_ref(0)?.as_blob()?, "nodes", "node")?,
             parent: node_of(r.get_ref(1)?.as_blob()?, "nodes", "parent")?,
-            position: position_of(r.get_ref(2)?.as_blob()?)?,
+            position: position_of(r.get_ref(2)?.as_blob()?, "nodes.position")?,
             placed_by: self.op_id(r.get(3)?, r.get(4)?, "placed_seq")?,
             payload,
         })
@@ -312,7 +325,7 @@ impl SqlitePartial {
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             out.push((
-                position_of(r.get_ref(0)?.as_blob()?)?,
+                position_of(r.get_ref(0)?.as_blob()?, "nodes.position")?,
                 node_of(r.get_ref(1)?.as_blob()?, "nodes", "node")?,
             ));
         }
@@ -327,39 +340,56 @@ impl PartialStore for SqlitePartial {
     type Error = SqlitePartialError;
 
     fn meta(&self) -> Result<Option<PartialMeta>> {
-        type Row = (Vec<u8>, Vec<u8>, Vec<u8>, i64, i64, Vec<u8>);
+        type Row = (Vec<u8>, Vec<u8>, i64, i64, i64);
         let row: Option<Row> = self
             .conn
             .prepare_cached(
-                "SELECT scope, replica, checkpoint, last_seq, tainted, path FROM meta WHERE id = 1",
+                "SELECT scope, replica, max_lamport, last_seq, tainted FROM meta WHERE id = 1",
             )?
             .query_row([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
-        let Some((scope, replica, checkpoint, last_seq, tainted, path)) = row else {
+        let Some((scope, replica, max_lamport, last_seq, tainted)) = row else {
             return Ok(None);
         };
-        let blob = |field| move |source| SqlitePartialError::CorruptBlob { field, source };
-        let (since, max_lamport) = match Message::decode(&checkpoint).map_err(blob("checkpoint"))? {
-            Message::Checkpoint {
-                frontier,
-                max_lamport,
-            } => (frontier, max_lamport),
-            _ => return Err(corrupt("meta", "checkpoint")),
-        };
-        let path = match Message::decode(&path).map_err(blob("path"))? {
-            Message::Path { entries, .. } => entries,
-            _ => return Err(corrupt("meta", "path")),
-        };
-        Ok(Some(PartialMeta {
+        let mut since = VersionVector::new();
+        {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT replica, seq FROM since ORDER BY replica")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let key: [u8; 32] = r
+                    .get_ref(0)?
+                    .as_blob()?
+                    .try_into()
+                    .map_err(|_| corrupt("since", "replica"))?;
+                let seq = uint(r.get(1)?, "since", "seq")?;
+                if seq == 0 {
+                    return Err(corrupt("since", "seq"));
+                }
+                since.set(ReplicaId::from_bytes(key), seq);
+            }
+        }
+        let mut path = Vec::new();
+        {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT step, node, parent, position FROM path ORDER BY step")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                if r.get::<_, i64>(0)? != path.len() as i64 {
+                    return Err(corrupt("path", "step"));
+                }
+                path.push(PathEntry {
+                    node: node_of(r.get_ref(1)?.as_blob()?, "path", "node")?,
+                    parent: node_of(r.get_ref(2)?.as_blob()?, "path", "parent")?,
+                    position: position_of(r.get_ref(3)?.as_blob()?, "path.position")?,
+                });
+            }
+        }
+        let meta = PartialMeta {
             scope: node_of(&scope, "meta", "scope")?,
             replica: ReplicaId::from_bytes(
                 replica
@@ -368,7 +398,7 @@ impl PartialStore for SqlitePartial {
                     .map_err(|_| corrupt("meta", "replica"))?,
             ),
             since,
-            max_lamport,
+            max_lamport: uint(max_lamport, "meta", "max_lamport")?,
             last_seq: uint(last_seq, "meta", "last_seq")?,
             tainted: match tainted {
                 0 => false,
@@ -376,34 +406,49 @@ impl PartialStore for SqlitePartial {
                 _ => return Err(corrupt("meta", "tainted")),
             },
             path,
-        }))
+        };
+        *self.written.borrow_mut() = Some(meta.clone());
+        Ok(Some(meta))
     }
 
     fn set_meta(&mut self, meta: &PartialMeta) -> Result<()> {
-        let checkpoint = Message::Checkpoint {
-            frontier: meta.since.clone(),
-            max_lamport: meta.max_lamport,
-        }
-        .encode();
-        let path = Message::Path {
-            entries: meta.path.clone(),
-            total: 0,
-            reset: false,
-        }
-        .encode();
         self.conn
             .prepare_cached(
-                "INSERT OR REPLACE INTO meta(id, scope, replica, checkpoint, last_seq, tainted, path)
-                 VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR REPLACE INTO meta(id, scope, replica, max_lamport, last_seq, tainted)
+                 VALUES (1, ?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![
                 meta.scope.as_bytes(),
                 meta.replica.as_bytes(),
-                checkpoint,
+                int(meta.max_lamport)?,
                 int(meta.last_seq)?,
                 i64::from(meta.tainted),
-                path
             ])?;
+        let old = self.written.borrow_mut().take();
+        if old.as_ref().map(|m| &m.since) != Some(&meta.since) {
+            self.conn.prepare_cached("DELETE FROM since")?.execute([])?;
+            let mut st = self
+                .conn
+                .prepare_cached("INSERT INTO since(replica, seq) VALUES (?1, ?2)")?;
+            for (r, seq) in meta.since.iter().filter(|(_, seq)| *seq > 0) {
+                st.execute(params![r.as_bytes(), int(seq)?])?;
+            }
+        }
+        if old.as_ref().map(|m| &m.path) != Some(&meta.path) {
+            self.conn.prepare_cached("DELETE FROM path")?.execute([])?;
+            let mut st = self.conn.prepare_cached(
+                "INSERT INTO path(step, node, parent, position) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (i, e) in meta.path.iter().enumerate() {
+                st.execute(params![
+                    i as i64,
+                    e.node.as_bytes(),
+                    e.parent.as_bytes(),
+                    e.position.as_bytes()
+                ])?;
+            }
+        }
+        *self.written.borrow_mut() = Some(meta.clone());
         Ok(())
     }
 
@@ -620,8 +665,9 @@ impl PartialStore for SqlitePartial {
             return Err(SqlitePartialError::Batch);
         }
         self.in_tx = false;
-        // replica indexes assigned in the batch are gone with it
+        // replica indexes assigned in the batch are gone with it, and so is the meta written
         *self.reps.borrow_mut() = Replicas::default();
+        *self.written.borrow_mut() = None;
         if !self.conn.is_autocommit() {
             self.conn.prepare_cached("ROLLBACK")?.execute([])?;
         }
