@@ -209,8 +209,9 @@ pub struct Session<F: ReadFilter> {
     peer_entries: FxHashSet<EntryId>,
     /// `peer_entries` is complete (we have the peer's whole list, or its summary equalled ours).
     peer_entries_known: bool,
-    /// We sent EntryIds and wait for the peer's.
-    awaiting_entry_ids: bool,
+    /// We sent EntryIds and wait for the peer's: how many more ids its Hello announced (a peer
+    /// cannot make us hold more).
+    awaiting_entry_ids: Option<u64>,
     peer_hello: bool,
     peer_live: bool,
     frontier_sent: Option<VersionVector>,
@@ -247,7 +248,7 @@ impl<F: ReadFilter> Session<F> {
             hello_entries: (EntriesSummary::default(), Vec::new()),
             peer_entries: FxHashSet::default(),
             peer_entries_known: false,
-            awaiting_entry_ids: false,
+            awaiting_entry_ids: None,
             peer_hello: false,
             peer_live: false,
             frontier_sent: None,
@@ -516,7 +517,7 @@ impl<F: ReadFilter> Session<F> {
                                 // before the frontier, so each answers with the missing
                                 // entries before it streams ops
                                 self.send_entry_ids(out);
-                                self.awaiting_entry_ids = true;
+                                self.awaiting_entry_ids = Some(entries.count);
                             }
                             let f = replica
                                 .tree()
@@ -565,10 +566,16 @@ impl<F: ReadFilter> Session<F> {
                 self.progress(out);
                 self.fill(replica, out).map_err(SyncError::Store)?;
             }
-            Message::EntryIds { ids, more } if self.awaiting_entry_ids => {
+            Message::EntryIds { ids, more } if self.awaiting_entry_ids.is_some() => {
+                let left = self.awaiting_entry_ids.unwrap_or(0);
+                if ids.len() as u64 > left {
+                    // more ids than its Hello announced
+                    return Err(SyncError::Unexpected { got: "entry ids" });
+                }
+                self.awaiting_entry_ids = Some(left - ids.len() as u64);
                 self.peer_entries.extend(ids);
                 if !more {
-                    self.awaiting_entry_ids = false;
+                    self.awaiting_entry_ids = None;
                     self.peer_entries_known = true;
                     self.relay_entries(replica, out).map_err(SyncError::Store)?;
                 }

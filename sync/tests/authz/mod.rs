@@ -710,3 +710,115 @@ fn moves_out_of_the_grant_and_a_revocation_mid_session() {
     assert_no_leak(&rec.got, &[after], &[b"after"]);
     assert!(!rec.inner.replica().contains(after));
 }
+
+/// An op whose proofs a replica lacks is held, not refused, and held ops travel as entries: a
+/// third replica holds it too until the proofs reach it, then applies it.
+#[test]
+fn held_ops_travel_as_entries_and_are_released_by_the_proofs() {
+    let (w, mut o) = World::new();
+    let mut alice = w.writer(&w.alice, &w.alice_grant);
+    full_sync(&mut o, &mut alice);
+    let op = alice.tree_mut().create(w.a, Place::Last, None).unwrap();
+    // X got Alice's op alone (say, from Alice over another link): it waits for her chain
+    let mut x = Authz::new(MemoryStore::new(), w.doc, rep(0x51)).unwrap();
+    ingest_ok(&mut x, vec![op.op.encode()]);
+    assert_eq!(x.held_len(), 1);
+    let mut y = Authz::new(MemoryStore::new(), w.doc, rep(0x52)).unwrap();
+    let stats = full_sync(&mut x, &mut y);
+    assert_eq!(y.held_len(), 1, "the held op travelled as an entry");
+    assert!(!stats
+        .events_a
+        .iter()
+        .chain(&stats.events_b)
+        .any(|e| matches!(e, Event::Refused { .. } | Event::RefusedEntry { .. })));
+    // the owner's replica brings the folders and the proofs: released
+    full_sync(&mut o, &mut y);
+    assert_eq!(y.held_len(), 0);
+    assert!(y.tree().exists(op.node()).unwrap());
+    assert!(o.tree().exists(op.node()).unwrap());
+    assert_eq!(state(y.tree()), state(o.tree()));
+}
+
+/// Live full sync: new entries flow before new ops; once the reader's root grant is revoked on
+/// the responder, the next batch is refused and nothing more is sent.
+#[test]
+fn live_full_sync_relays_entries_and_stops_at_a_revocation() {
+    let (w, mut o) = World::new();
+    let reader = SecretKey::from_bytes(&[0x38; 32]);
+    let (filter, g) = w.reader(&mut o, &reader, Ability::Read, NodeId::ROOT);
+    let mut m = Authz::new(MemoryStore::new(), w.doc, rep(0x53)).unwrap();
+    let mut rec = Recorder {
+        inner: FullPeer::new(&mut m, Session::new(AllowAll, opts(true))),
+        got: Vec::new(),
+    };
+    let mut po = FullPeer::new(&mut o, Session::new(filter, opts(true)));
+    memory::pump(&mut rec, &mut po, None).unwrap();
+    assert_eq!(po.session().phase(), Phase::Live);
+
+    // a new grant and a new node on the responder: the entries come first
+    rec.got.clear();
+    let extra = grant(&w.owner, &w.bob, Ability::Read, w.b, 6);
+    po.replica().ingest(proofs(&extra).0).unwrap();
+    let n = po
+        .replica()
+        .tree_mut()
+        .create(w.a, Place::Last, None)
+        .unwrap()
+        .node();
+    memory::settle(&mut rec, &mut po).unwrap();
+    let kinds: Vec<&'static str> = rec
+        .got
+        .iter()
+        .map(|b| match Message::decode(b).unwrap() {
+            Message::Entries(_) => "entries",
+            Message::Ops(_) => "ops",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["entries", "ops"]);
+    assert!(rec.inner.replica().tree().exists(n).unwrap());
+    assert_eq!(entry_ids(rec.inner.replica()), entry_ids(po.replica()));
+
+    // revoked: the next live batch is refused; neither the revocation nor later ops are sent
+    let rev = Revocation::issue(&w.owner, g.cid(), BTreeMap::new(), BTreeSet::new());
+    po.replica()
+        .ingest([Entry::Revocation(rev).encode()])
+        .unwrap();
+    rec.got.clear();
+    let after = po
+        .replica()
+        .tree_mut()
+        .create(w.a, Place::Last, Some(b"after".to_vec()));
+    let after = after.unwrap().node();
+    let err = memory::settle(&mut rec, &mut po).unwrap_err();
+    assert!(err.to_string().contains("full sync not allowed"), "{err}");
+    assert_no_leak(&rec.got, &[after], &[b"after"]);
+    assert!(rec
+        .got
+        .iter()
+        .all(|b| matches!(Message::decode(b).unwrap(), Message::Error(_))));
+}
+
+#[test]
+fn more_entry_ids_than_announced_end_the_session() {
+    let (_, mut o) = World::new();
+    let mut s = Session::new(AllowAll, opts(false));
+    let hello = Message::Hello {
+        mode: Mode::Full,
+        digest: [0; 32],
+        count: 0,
+        live: false,
+        entries: EntriesSummary {
+            count: 1,
+            digest: [1; 32],
+        },
+    };
+    assert!(s.receive(&mut o, &hello.encode()).error.is_none());
+    let ids = Message::EntryIds {
+        ids: vec![EntryId::from_bytes([1; 32]), EntryId::from_bytes([2; 32])],
+        more: true,
+    };
+    let out = s.receive(&mut o, &ids.encode());
+    assert!(matches!(out.error, Some(SyncError::Unexpected { .. })));
+    assert!(s.is_closed());
+}
