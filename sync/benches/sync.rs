@@ -4,7 +4,9 @@
 //! subtree X, then measures: cold full sync to an empty replica, the in-sync check, 1,000 and 1%
 //! random differences (half on each side), a cold partial sync of X with a subtree read filter,
 //! and a warm partial sync after 100 changes in X (in-memory transport, `MemoryStore`); then the
-//! cold partial sync again from the same kind of document in a SQLite file (the server's case).
+//! cold partial sync again from the same kind of document in a SQLite file (the server's case);
+//! last, a cold partial sync from an authorized replica of signed ops through the capability read
+//! filter (`CapsRead`, depth-2 chain), at 100k ops (or the smallest size given).
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +25,7 @@ fn main() {
             );
         }
     };
+    let sizes_for_caps = sizes.iter().copied().min().unwrap_or(100_000).min(100_000);
     for n in sizes {
         let x = 10_000.min(n / 2);
         let result = canopy_sync::bench::run(n, x, print)
@@ -31,5 +34,12 @@ fn main() {
             eprintln!("benchmark failed: {e}");
             std::process::exit(1);
         }
+    }
+    // read filtering by capability on an authorized replica (signed ops; building is slow, so
+    // one size: 100k ops, or the smallest size asked for)
+    let n = sizes_for_caps;
+    if let Err(e) = canopy_sync::bench::run_caps_partial(n, 10_000.min(n / 2), print) {
+        eprintln!("benchmark failed: {e}");
+        std::process::exit(1);
     }
 }

@@ -92,6 +92,17 @@ fn rep(b: u8) -> ReplicaId {
 /// with a 16-byte payload, random parents.
 fn build(n: usize, x_size: usize, rng: &mut Rng) -> (T, NodeId, Vec<NodeId>) {
     let mut t = Tree::new(MemoryStore::new(), rep(1));
+    let (x, all) = build_in(&mut t, n, x_size, rng);
+    (t, x, all)
+}
+
+/// [`build`] in a given tree (any policy).
+fn build_in<P: canopy_tree::Policy>(
+    t: &mut Tree<MemoryStore, P>,
+    n: usize,
+    x_size: usize,
+    rng: &mut Rng,
+) -> (NodeId, Vec<NodeId>) {
     let x = t
         .create(NodeId::ROOT, Place::Last, Some(vec![1; 16]))
         .expect("create")
@@ -124,7 +135,7 @@ fn build(n: usize, x_size: usize, rng: &mut Rng) -> (T, NodeId, Vec<NodeId>) {
     outside.remove(0);
     let mut all = inside;
     all.extend(outside);
-    (t, x, all)
+    (x, all)
 }
 
 /// `k` random ops on `t` (moves, payload writes, creates), returning their encoded size.
@@ -365,4 +376,98 @@ pub fn run_sqlite_partial(
     let f = result?;
     report(&f);
     Ok(f)
+}
+
+/// A cold partial sync of X (`x_size` nodes) from an authorized replica (`canopy_caps::Authz`,
+/// `MemoryStore`) of a document of `n` owner-signed ops, twice through [`CapsRead`] — a reader
+/// holding a depth-2 chain (owner → Alice → reader, `/tree/read` on X), every node record
+/// decided by `AuthzState::authorize` — first with an empty allow cache (`cold_partial_caps`),
+/// then again (`cold_partial_caps_warm`); and once through `SubtreeScope(X)` on the same replica
+/// (`cold_partial_scope_authz`) for the filter's share. Building and signing are not timed.
+pub fn run_caps_partial(
+    n: usize,
+    x_size: usize,
+    mut report: impl FnMut(&Figure),
+) -> Result<Vec<Figure>, BenchError> {
+    use canopy_caps::{
+        chain_ref, subtree_policy, Ability, Authz, Delegation, DelegationFields, Document, Entry,
+        SecretKey,
+    };
+    const NOW: u64 = 1_700_000_000;
+    let owner = SecretKey::from_bytes(&[0x0a; 32]);
+    let alice = SecretKey::from_bytes(&[0x0b; 32]);
+    let reader = SecretKey::from_bytes(&[0x0c; 32]);
+    let doc = Document::new(owner.did(), [0; 16]);
+    let mut a = Authz::new(
+        MemoryStore::new(),
+        doc,
+        ReplicaId::from_bytes(*owner.did().public_key()),
+    )
+    .map_err(|_| BenchError::Check("authz replica"))?;
+    a.state_mut().set_signer(owner.clone(), chain_ref(&[]), NOW);
+    let mut rng = Rng(0x0c0c_a5a5_1234_5678 ^ n as u64);
+    let (x, _) = build_in(a.tree_mut(), n, x_size, &mut rng);
+    let fields = |audience: &SecretKey| DelegationFields {
+        audience: audience.did(),
+        subject: Some(owner.did()),
+        command: Ability::Read.command(),
+        policy: subtree_policy(x.as_bytes(), &[]),
+        expiration: None,
+        not_before: None,
+        meta: None,
+    };
+    let d1 = Delegation::issue_with_nonce(&owner, fields(&alice), vec![1; 12]);
+    let d2 = Delegation::issue_with_nonce(&alice, fields(&reader), vec![2; 12]);
+    let chain = vec![d1.cid(), d2.cid()];
+    let report_ = a
+        .ingest([
+            Entry::Delegation(d1).encode(),
+            Entry::Delegation(d2).encode(),
+            Entry::Chain(chain.clone()).encode(),
+        ])
+        .map_err(|_| BenchError::Check("ingest"))?;
+    if report_.items.iter().any(Result::is_err) {
+        return Err(BenchError::Check("read grant refused"));
+    }
+    let doc_ops = a
+        .tree()
+        .store()
+        .log_len()
+        .map_err(|_| BenchError::Check("log"))?;
+    let want = a.tree().subtree(x).count();
+    let mut out = Vec::new();
+    for scenario in [
+        "cold_partial_caps",
+        "cold_partial_caps_warm",
+        "cold_partial_scope_authz",
+    ] {
+        let mut p = PartialReplica::new(x, rep(3));
+        let start = Instant::now();
+        let stats = {
+            let mut pp = PartialPeer::new(&mut p, PartialSession::new(Options::default()));
+            let r = if scenario == "cold_partial_scope_authz" {
+                let mut pa = FullPeer::new(
+                    &mut a,
+                    Session::new(SubtreeScope::new(x), Options::default()),
+                );
+                memory::pump(&mut pp, &mut pa, None).map_err(|e| e.to_string())
+            } else {
+                let clock: crate::filter::Clock = std::sync::Arc::new(|| NOW);
+                let f = crate::filter::CapsRead::new(reader.did(), chain_ref(&chain), clock);
+                let mut pa = FullPeer::new(&mut a, Session::new(f, Options::default()));
+                memory::pump(&mut pp, &mut pa, None).map_err(|e| e.to_string())
+            };
+            r.map_err(BenchError::Sync)?
+        };
+        let ms = start.elapsed().as_secs_f64() * 1e3;
+        if p.len() != want {
+            return Err(BenchError::Check(
+                "partial replica does not hold subtree(X)",
+            ));
+        }
+        let f = figure(scenario, doc_ops, (0, 0), p.len() as u64, &stats, ms);
+        report(&f);
+        out.push(f);
+    }
+    Ok(out)
 }

@@ -70,13 +70,14 @@ struct Emitter<'a, S: Store, P: Policy, F> {
 
 impl<S: Store, P: Policy, F: ReadFilter> Emitter<'_, S, P, F> {
     fn record(&self, node: NodeId, ancestors: &[NodeId]) -> Result<Option<NodeRecord>, S::Error> {
-        if !self.filter.can_read_structure(node, ancestors) {
+        let (structure, payload) = self.filter.can_read_node(node, ancestors);
+        if !structure {
             return Ok(None);
         }
         let Some(pl) = self.tree.store().placement(node)? else {
             return Ok(None);
         };
-        let payload = if self.filter.can_read_payload(node, ancestors) {
+        let payload = if payload {
             match self.tree.store().payload(node)? {
                 Some(p) => PayloadState::Present {
                     bytes: p.bytes,

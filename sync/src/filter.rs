@@ -51,6 +51,20 @@ pub trait ReadFilter {
     fn can_read_path(&self, cx: &ReadContext<'_>, scope: NodeId, ancestors: &[NodeId]) -> bool {
         self.can_read_structure(cx, scope, ancestors)
     }
+    /// Both questions about one node at once — `(structure, payload)` — as a node record needs
+    /// them. A filter may answer both with one decision ([`CapsRead`]: one `/tree/read` check
+    /// covers both); the answer must equal asking them separately.
+    fn can_read_node(
+        &self,
+        cx: &ReadContext<'_>,
+        node: NodeId,
+        ancestors: &[NodeId],
+    ) -> (bool, bool) {
+        (
+            self.can_read_structure(cx, node, ancestors),
+            self.can_read_payload(cx, node, ancestors),
+        )
+    }
 }
 
 impl<F: ReadFilter + ?Sized> ReadFilter for Box<F> {
@@ -66,6 +80,14 @@ impl<F: ReadFilter + ?Sized> ReadFilter for Box<F> {
     fn can_read_path(&self, cx: &ReadContext<'_>, scope: NodeId, ancestors: &[NodeId]) -> bool {
         (**self).can_read_path(cx, scope, ancestors)
     }
+    fn can_read_node(
+        &self,
+        cx: &ReadContext<'_>,
+        node: NodeId,
+        ancestors: &[NodeId],
+    ) -> (bool, bool) {
+        (**self).can_read_node(cx, node, ancestors)
+    }
 }
 
 /// A filter bound to the responder's state for one computation (the delta code asks many
@@ -79,8 +101,8 @@ impl<F: ReadFilter + ?Sized> Bound<'_, F> {
     pub(crate) fn can_read_structure(&self, node: NodeId, ancestors: &[NodeId]) -> bool {
         self.filter.can_read_structure(&self.cx, node, ancestors)
     }
-    pub(crate) fn can_read_payload(&self, node: NodeId, ancestors: &[NodeId]) -> bool {
-        self.filter.can_read_payload(&self.cx, node, ancestors)
+    pub(crate) fn can_read_node(&self, node: NodeId, ancestors: &[NodeId]) -> (bool, bool) {
+        self.filter.can_read_node(&self.cx, node, ancestors)
     }
     pub(crate) fn can_read_path(&self, scope: NodeId, ancestors: &[NodeId]) -> bool {
         self.filter.can_read_path(&self.cx, scope, ancestors)
@@ -233,6 +255,24 @@ impl ReadFilter for CapsRead {
     }
     fn can_read_payload(&self, cx: &ReadContext<'_>, node: NodeId, ancestors: &[NodeId]) -> bool {
         self.allows(cx, Ability::ReadPayload, node, ancestors)
+    }
+    /// One `/tree/read` decision when it allows: a chain that proves `/tree/read` proves both
+    /// sub-commands (command proof is by prefix) and the policies see the same arguments (the
+    /// node and its ancestors), so the answer is the same as asking each ability — in one
+    /// authorization instead of two for the common grant. Otherwise each ability on its own.
+    fn can_read_node(
+        &self,
+        cx: &ReadContext<'_>,
+        node: NodeId,
+        ancestors: &[NodeId],
+    ) -> (bool, bool) {
+        if self.allows(cx, Ability::Read, node, ancestors) {
+            return (true, true);
+        }
+        (
+            self.can_read_structure(cx, node, ancestors),
+            self.can_read_payload(cx, node, ancestors),
+        )
     }
 }
 
