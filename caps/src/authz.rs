@@ -664,6 +664,13 @@ impl TreePolicy for AuthzPolicy {
         Ok(TreeDecision::Allow)
     }
 
+    /// The tree is read only through ancestor walks from the op's targets; the rest (chains,
+    /// proofs, revocation cutoffs by seq, equivocation cutoffs, the signed time) does not depend
+    /// on the op's place in the log (first-use notes keep the minimum).
+    fn reads_paths_only(&self) -> bool {
+        true
+    }
+
     fn attest(&self, op: &Op) -> Option<Attestation> {
         let s = self.state.signer.as_ref()?;
         let doc = self.state.document.id;
