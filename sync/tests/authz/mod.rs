@@ -822,3 +822,54 @@ fn more_entry_ids_than_announced_end_the_session() {
     assert!(matches!(out.error, Some(SyncError::Unexpected { .. })));
     assert!(s.is_closed());
 }
+
+/// Alice signs two versions of her first op. One replica holds version 1 (her proofs have not
+/// reached it), another logged version 2: the held op travels as an entry, the second replica
+/// refuses it as an equivocation and records the evidence, and the evidence then travels back
+/// like any entry — both end up with the same entries and the same tree.
+#[test]
+fn equivocation_evidence_travels_as_an_entry() {
+    let (w, mut o) = World::new();
+    let chain = chain_ref(&[w.alice_grant.cid()]);
+    let version = |node: u8| {
+        let op = Op::new(
+            OpId::new(replica_of(&w.alice), 1),
+            Lamport::new(50),
+            OpKind::Create {
+                node: NodeId::from_bytes([node; 16]),
+                parent: w.a,
+                position: Position::first(&replica_of(&w.alice)),
+                payload: None,
+            },
+        );
+        sign_op(&w.alice, &w.doc.id(), NOW, &chain, op).unwrap()
+    };
+    let (v1, v2) = (version(0x71), version(0x72));
+    let mut x = Authz::new(MemoryStore::new(), w.doc, rep(0x54)).unwrap();
+    ingest_ok(&mut x, vec![v1.encode()]);
+    assert_eq!(x.held_len(), 1);
+    ingest_ok(&mut o, vec![v2.encode()]);
+    assert!(o.tree().exists(v2.node()).unwrap());
+
+    let stats = full_sync(&mut x, &mut o);
+    assert!(
+        stats.events_a.iter().any(|e| matches!(
+            e,
+            Event::RefusedEntry {
+                code: RefusalCode::Equivocation,
+                ..
+            }
+        )),
+        "{:?}",
+        stats.events_a
+    );
+    let ids_o = entry_ids(&o);
+    assert!(ids_o.len() > 5, "the owner's replica recorded evidence");
+    // the next sync brings the evidence (and the proofs) to X
+    full_sync(&mut x, &mut o);
+    assert_eq!(entry_ids(&x), entry_ids(&o));
+    assert_eq!(state(x.tree()), state(o.tree()));
+    // Alice's ops from seq 1 on are denied everywhere: neither version is visible
+    assert!(!o.tree().exists(v2.node()).unwrap());
+    assert!(!x.tree().exists(v1.node()).unwrap());
+}
