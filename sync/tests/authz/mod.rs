@@ -275,6 +275,68 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(authz_cases())]
+
+    /// The owner edits (creates, moves in, out of and within X, payloads, deletes) and a reader
+    /// holding a `/tree/read` or `/tree/read/structure` grant on X syncs a partial replica of X
+    /// through `CapsRead` now and then: no message carries a node id outside subtree(X) and its
+    /// path, payloads only with the payload ability, and the partial replica equals the owner's
+    /// tree restricted to X. After the grant is revoked, a sync is refused and sends no node.
+    #[test]
+    fn caps_read_never_leaks_under_random_histories(
+        acts in proptest::collection::vec((0u8..5, any::<usize>(), any::<usize>(), 0u8..4), 1..50),
+        payloads in any::<bool>(),
+        revoke_at in proptest::option::of(0usize..50),
+    ) {
+        let (w, mut o) = World::new();
+        let x = o.tree_mut().create(w.a, Place::Last, None).unwrap().node();
+        let mut pool = vec![w.a, w.b, x];
+        for _ in 0..3 {
+            pool.push(o.tree_mut().create(x, Place::Last, Some(b"inside-payload".to_vec())).unwrap().node());
+        }
+        let reader = SecretKey::from_bytes(&[0x39; 32]);
+        let ability = if payloads { Ability::Read } else { Ability::ReadStructure };
+        let (filter, g) = w.reader(&mut o, &reader, ability, x);
+        let chain = *filter.chain();
+        let mut p = PartialReplica::new(x, rep(9));
+        let mut revoked = false;
+        for (step, (kind, i, j, sync)) in acts.into_iter().enumerate() {
+            act(&mut o, &mut pool, kind, i, j);
+            if revoke_at == Some(step) && !revoked {
+                revoked = true;
+                let rev = Revocation::issue(&w.owner, g.cid(), BTreeMap::new(), BTreeSet::new());
+                ingest_ok(&mut o, vec![Entry::Revocation(rev).encode()]);
+            }
+            if sync != 0 {
+                continue;
+            }
+            let filter = CapsRead::new(reader.did(), chain, clock());
+            let (r, got) = partial_sync(&mut o, filter, &mut p);
+            let mut allowed: Vec<NodeId> = Vec::new();
+            if o.tree().exists(x).unwrap() {
+                allowed.extend(o.tree().subtree(x).map(|r| r.unwrap().0));
+                allowed.push(x);
+                allowed.extend(o.tree().ancestors(x).unwrap());
+            }
+            if revoked {
+                prop_assert!(r.is_err());
+                allowed.clear();
+            }
+            let hidden: Vec<NodeId> = pool.iter().copied().filter(|n| !allowed.contains(n)).collect();
+            assert_no_leak(&got, &hidden, &[]);
+            if !payloads {
+                for m in &got {
+                    prop_assert!(!m.windows(14).any(|w| w == b"inside-payload"), "payload without the ability");
+                }
+            }
+            if r.is_ok() {
+                prop_assert_eq!(p.records(), restricted(o.tree(), x, payloads));
+            }
+        }
+    }
+}
+
 #[test]
 fn a_revocation_that_arrives_later_re_decides_on_the_peer() {
     let (w, mut o) = World::new();
