@@ -7,7 +7,9 @@
 //! equivocation check, chain check cached by CID, authorized apply in one SQLite transaction per
 //! batch), timed as its two halves (`Verified::check`, `Authz::ingest_verified`), and then
 //! through `Authz::ingest_pipelined` (the check of batch k+1 on a worker thread while batch k
-//! is applied). The raw rate is `ed25519_zebra::batch::Verifier` over the same (key, signature,
+//! is applied). Rates are wall-clock; on Linux the CPU time of each part (of the thread that
+//! runs it) is printed too, since on a shared machine the wall clock also counts waiting for a
+//! core. The raw rate is `ed25519_zebra::batch::Verifier` over the same (key, signature,
 //! message) triples in batches of the same size, with nothing else.
 
 use std::time::{Duration, Instant};
@@ -124,7 +126,7 @@ fn main() {
     eprintln!("signed {total} ops in {:.1?}", t.elapsed());
 
     // Raw: batch verification of the same signatures, same batch size.
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu());
     for chunk in triples.chunks(batch) {
         let mut v = ed25519_zebra::batch::Verifier::new();
         for (pk, sig, msg) in chunk {
@@ -137,15 +139,17 @@ fn main() {
         v.verify(rand_core::OsRng).expect("valid signatures");
     }
     let raw = t.elapsed();
+    let raw_cpu = cpu() - c;
     let raw_rate = total as f64 / raw.as_secs_f64();
 
     // The check half alone (decode, document check, signing input, batch verification).
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu());
     for chunk in ops.chunks(batch) {
         let v = Verified::check(doc.id(), chunk);
         assert_eq!(v.len(), chunk.len());
     }
     let check = t.elapsed();
+    let check_cpu = cpu() - c;
 
     // The tree alone: the same signed ops decoded and applied with no policy.
     let dir = tempfile::tempdir().unwrap();
@@ -156,13 +160,14 @@ fn main() {
             plain.apply([op]).unwrap();
         }
     }
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu());
     for chunk in ops.chunks(batch) {
         plain
             .apply(chunk.iter().map(|b| Op::decode(b).unwrap()))
             .unwrap();
     }
     let tree_only = t.elapsed();
+    let tree_cpu = cpu() - c;
     drop(plain);
 
     // Authorized ingest into a SQLite file.
@@ -173,16 +178,18 @@ fn main() {
     assert!(r.items.iter().all(|i| i.is_ok()));
     let id = doc.id();
     let (mut check_half, mut apply_half) = (Duration::ZERO, Duration::ZERO);
+    let mut apply_cpu = Duration::ZERO;
     let t = Instant::now();
     let mut denied = 0;
     for chunk in ops.chunks(batch) {
         // `Authz::ingest` is these two calls; timed apart to show the two halves.
         let t0 = Instant::now();
         let verified = Verified::check(id, chunk);
-        let t1 = Instant::now();
+        let (t1, c1) = (Instant::now(), cpu());
         let r = authz.ingest_verified(verified).unwrap();
         check_half += t1 - t0;
         apply_half += t1.elapsed();
+        apply_cpu += cpu() - c1;
         for item in &r.items {
             match item {
                 Ok(canopy_caps::Accepted::Op { outcome, .. }) => {
@@ -208,7 +215,7 @@ fn main() {
     let store = SqliteStore::open(dir.path().join("doc2.db")).unwrap();
     let mut authz = Authz::new(store, doc, ReplicaId::from_bytes([0xee; 32])).unwrap();
     authz.ingest(&setup).unwrap();
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), cpu());
     authz
         .ingest_pipelined(ops.chunks(batch), |_, r| {
             assert!(r.items.iter().all(|i| matches!(
@@ -221,6 +228,7 @@ fn main() {
         })
         .unwrap();
     let piped = t.elapsed();
+    let piped_cpu = cpu() - c;
     assert_eq!(
         authz.tree().node_count().unwrap() as usize,
         4 + total - total / 4
@@ -261,4 +269,32 @@ fn main() {
         100.0 * ingest_rate / raw_rate,
         100.0 * piped_rate / raw_rate
     );
+    // CPU time of the measuring thread (Linux; zero elsewhere): what each part costs whatever
+    // else runs on the machine. Pipelined, the slower of check and apply sets the pace when a
+    // second core is free.
+    if !raw_cpu.is_zero() {
+        let us = |d: Duration| d.as_secs_f64() * 1e6 / total as f64;
+        println!(
+            "cpu us/op: raw {:.2}, check {:.2}, tree alone {:.2}, apply half {:.2}, \
+             pipelined applying thread {:.2}",
+            us(raw_cpu),
+            us(check_cpu),
+            us(tree_cpu),
+            us(apply_cpu),
+            us(piped_cpu),
+        );
+        println!(
+            "bound with two free cores: raw / max(check, apply half) = {:.0}%",
+            100.0 * raw_cpu.as_secs_f64() / check_cpu.max(apply_cpu).as_secs_f64()
+        );
+    }
+}
+
+/// CPU time used so far by the calling thread (`/proc/thread-self/schedstat`, in ns; zero if
+/// unreadable).
+fn cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
 }
