@@ -130,8 +130,8 @@ mod wire;
 
 pub use filter::{AllowAll, CapsRead, Clock, ReadContext, ReadFilter, SubtreeScope};
 pub use partial::{
-    MemoryPartial, PartialError, PartialMeta, PartialReplica, PartialStore, PartialViolation,
-    SnapshotError, Subtree,
+    MemoryPartial, OpSigner, PartialError, PartialMeta, PartialReplica, PartialStore,
+    PartialViolation, SnapshotError, Subtree,
 };
 #[cfg(feature = "sqlite")]
 pub use partial::{SqlitePartial, SqlitePartialError};

@@ -119,6 +119,28 @@ pub struct PartialReplica<S: PartialStore = MemoryPartial> {
     in_batch: bool,
     /// `meta` changed in the current batch: written at its commit.
     meta_dirty: bool,
+    /// Signs local ops before they are logged (authorized documents).
+    signer: Option<OpSigner>,
+}
+
+/// Signs a partial replica's local ops before they are logged and pushed: for an authorized
+/// document, `canopy_caps::sign_op` with the writer's key, the document id, a time and the
+/// writer's chain (the responder's ingest refuses unsigned ops). The op is signed once, when it
+/// is made, so a resent op is the same bytes.
+#[derive(Clone)]
+pub struct OpSigner(std::sync::Arc<dyn Fn(Op) -> Op + Send + Sync>);
+
+impl OpSigner {
+    /// A signer from a function that returns the op with its attestation.
+    pub fn new(sign: impl Fn(Op) -> Op + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(sign))
+    }
+}
+
+impl std::fmt::Debug for OpSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpSigner")
+    }
 }
 
 impl PartialReplica<MemoryPartial> {
@@ -194,6 +216,7 @@ impl<S: PartialStore> PartialReplica<S> {
             own: Vec::new(),
             in_batch: false,
             meta_dirty: true,
+            signer: None,
         };
         me.batch(|me| {
             me.store.clear()?;
@@ -218,7 +241,13 @@ impl<S: PartialStore> PartialReplica<S> {
             own,
             in_batch: false,
             meta_dirty: false,
+            signer: None,
         }))
+    }
+
+    /// Signs every local op made from now on with `signer` (an authorized document).
+    pub fn set_signer(&mut self, signer: OpSigner) {
+        self.signer = Some(signer);
     }
 
     /// The store (for reads the replica does not wrap).
@@ -696,6 +725,10 @@ impl<S: PartialStore> PartialReplica<S> {
         op: Op,
         write: impl FnOnce(&mut Self) -> Result<(), S::Error>,
     ) -> Result<Op, PartialError<S::Error>> {
+        let op = match &self.signer {
+            Some(s) => (s.0)(op),
+            None => op,
+        };
         self.batch(|me| {
             write(me)?;
             me.commit_local(&op)

@@ -935,3 +935,61 @@ fn equivocation_evidence_travels_as_an_entry() {
     assert!(!o.tree().exists(v2.node()).unwrap());
     assert!(!x.tree().exists(v1.node()).unwrap());
 }
+
+/// A partial replica of Alice's folder writes back to the authorized responder: signed ops under
+/// her grant are applied; an op outside her grant is logged as denied and comes back `Denied`; a
+/// partial replica without a signer gets `Unsigned`, and nothing of it is stored.
+#[test]
+fn partial_writers_sign_their_ops_and_get_typed_refusals() {
+    let (w, mut o) = World::new();
+    // Alice may write only under `inner`; she reads all of folder a
+    let inner = o.tree_mut().create(w.a, Place::Last, None).unwrap().node();
+    let g = grant(&w.owner, &w.alice, Ability::Write, inner, 11);
+    let (items, chain) = proofs(&g);
+    ingest_ok(&mut o, items);
+    let (read, _) = w.reader(&mut o, &w.alice, Ability::Read, w.a);
+    let read_chain = *read.chain();
+    let sync = |p: &mut PartialReplica, o: &mut A| {
+        let mut pp = PartialPeer::new(p, PartialSession::new(opts(false)));
+        let f = CapsRead::new(w.alice.did(), read_chain, clock());
+        let mut po = FullPeer::new(o, Session::new(f, opts(false)));
+        memory::pump(&mut pp, &mut po, None).unwrap()
+    };
+
+    let mut p = PartialReplica::new(w.a, replica_of(&w.alice));
+    let (alice, doc) = (w.alice.clone(), w.doc.id());
+    p.set_signer(canopy_sync::OpSigner::new(move |op| {
+        sign_op(&alice, &doc, NOW, &chain, op).expect("the replica is Alice's key")
+    }));
+    sync(&mut p, &mut o);
+    let ok = NodeId::from_bytes([0x81; 16]);
+    let denied = NodeId::from_bytes([0x82; 16]);
+    p.create(ok, inner, Place::Last, Some(b"mine".to_vec()))
+        .unwrap();
+    let op = p.create(denied, w.a, Place::Last, None).unwrap();
+    let stats = sync(&mut p, &mut o);
+    assert_eq!(o.tree().parent(ok).unwrap(), Some(inner));
+    assert!(!o.tree().exists(denied).unwrap());
+    let refused: Vec<_> = stats
+        .events_a
+        .iter()
+        .filter_map(|e| match e {
+            Event::Refused { op, code } => Some((*op, *code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refused, vec![(op.id(), RefusalCode::Denied)]);
+
+    // no signer: refused as unsigned, nothing stored
+    let mut q = PartialReplica::new(w.a, rep(0x77));
+    sync(&mut q, &mut o);
+    let op = q
+        .create(NodeId::from_bytes([0x83; 16]), inner, Place::Last, None)
+        .unwrap();
+    let stats = sync(&mut q, &mut o);
+    assert!(stats.events_a.iter().any(|e| matches!(
+        e,
+        Event::Refused { op: id, code: RefusalCode::Unsigned } if *id == op.id()
+    )));
+    assert!(o.tree().store().entry(op.id()).unwrap().is_none());
+}
