@@ -281,7 +281,7 @@ impl<F: ReadFilter> Session<F> {
     /// Opens the session: sends Hello. (A server may skip it; the first `receive` answers Hello.)
     pub fn start<R: Replica>(&mut self, replica: &R) -> Outcome<ReplicaError<R>> {
         let mut out = Outcome::default();
-        if let Err(e) = self.send_hello(replica, &mut out) {
+        if let Err(e) = self.send_hello(replica, true, &mut out) {
             self.fail(&mut out, SyncError::Store(e), Some(ErrorCode::Storage));
         }
         out
@@ -330,9 +330,11 @@ impl<F: ReadFilter> Session<F> {
         out.error = Some(error);
     }
 
+    /// Sends our Hello once; `with_entries`: with our entries summary (not to a partial peer).
     fn send_hello<R: Replica>(
         &mut self,
         replica: &R,
+        with_entries: bool,
         out: &mut Outcome<ReplicaError<R>>,
     ) -> Result<(), ReplicaError<R>> {
         if self.hello.is_some() {
@@ -342,7 +344,11 @@ impl<F: ReadFilter> Session<F> {
         let digest = frontier_digest(&frontier);
         let count = frontier_count(&frontier);
         self.hello = Some((digest, count, frontier));
-        let mut ids: Vec<EntryId> = replica.entries()?.iter().map(|e| EntryId::of(e)).collect();
+        let mut ids: Vec<EntryId> = if with_entries {
+            replica.entries()?.iter().map(|e| EntryId::of(e)).collect()
+        } else {
+            Vec::new()
+        };
         ids.sort_unstable();
         ids.dedup();
         let entries = EntriesSummary::of(&ids);
@@ -488,7 +494,10 @@ impl<F: ReadFilter> Session<F> {
             } if !self.peer_hello => {
                 self.peer_hello = true;
                 self.peer_live = live;
-                self.send_hello(replica, out).map_err(SyncError::Store)?;
+                // a partial peer never receives entries: it is not told about them either
+                let full = matches!(mode, Mode::Full);
+                self.send_hello(replica, full, out)
+                    .map_err(SyncError::Store)?;
                 match mode {
                     Mode::Full => {
                         if !self.filter.can_read_log(&replica.read_context()) {

@@ -613,7 +613,24 @@ fn caps_read_serves_only_the_granted_subtree() {
     r.unwrap();
     assert_no_leak(&got, &never, &secrets);
     assert!(p.contains(inside));
-    // a partial reader never receives entries or ops
+    // a partial reader never receives entries or ops, nor (from a responder that learned it
+    // is partial before answering) their summary
+    let mut s = Session::new(CapsRead::new(reader.did(), chain, clock()), opts(false));
+    let hello = Message::Hello {
+        mode: Mode::Partial {
+            scope: w.a,
+            since: VersionVector::new(),
+        },
+        digest: [0; 32],
+        count: 0,
+        live: false,
+        entries: EntriesSummary::default(),
+    };
+    let out = s.receive(&mut o, &hello.encode());
+    match Message::decode(&out.send[0]).unwrap() {
+        Message::Hello { entries, .. } => assert_eq!(entries, EntriesSummary::default()),
+        m => panic!("{m:?}"),
+    }
     for m in &got {
         assert!(!matches!(
             Message::decode(m).unwrap(),
