@@ -48,7 +48,6 @@ impl Scratch {
         self.work.clear();
         self.touched.order.clear();
         self.touched.index.clear();
-        self.suffix.clear();
     }
 }
 
@@ -76,6 +75,7 @@ pub(crate) fn run<S: Store, P: Policy>(
         touched,
         suffix,
     } = scratch;
+    suffix.begin(|| store.log_len())?;
     ready.reserve(hint);
 
     for op in ops {
@@ -127,16 +127,15 @@ pub(crate) fn run<S: Store, P: Policy>(
     let mut ready = ready.drain(..).peekable();
     // Late ops that commute with every logged op after them are spliced in without undo/redo,
     // in key order, until one does not (`spec/ops.md`, "Late ops that commute with the suffix").
-    let mut indexed = false;
     let last = engine.store.log_last()?;
     while let Some((op, _)) = ready.peek() {
         let key = op.key();
         if last.is_none_or(|last| last < key) || !spliceable(op) {
             break;
         }
-        if !indexed {
-            suffix.index(&engine.store.log_after(key)?);
-            indexed = true;
+        if !suffix.covers(key) {
+            let entries = engine.store.log_after(key)?;
+            suffix.extend(key, &entries);
         }
         let Some(done) = engine.splice(op, suffix.at(key))? else {
             break;
@@ -149,11 +148,13 @@ pub(crate) fn run<S: Store, P: Policy>(
             Origin::Released(i) => &mut released[i].outcome,
         };
         *slot = outcome_of(done.effect, done.reason);
-        engine.store.log_push(LogEntry {
+        let entry = LogEntry {
             op,
             effect: done.effect,
             undo: done.undo,
-        })?;
+        };
+        suffix.add(&entry);
+        engine.store.log_push(entry)?;
     }
     if let Some((op, _)) = ready.peek() {
         let first = op.key();
@@ -161,6 +162,10 @@ pub(crate) fn run<S: Store, P: Policy>(
             Some(last) if last > first => engine.store.log_after(first)?,
             _ => Vec::new(),
         };
+        if !redo.is_empty() {
+            // Redone entries may get new undo records.
+            suffix.reset();
+        }
         for e in redo.iter().rev() {
             for u in e.undo.iter().rev() {
                 engine.restore(u)?;
@@ -177,17 +182,22 @@ pub(crate) fn run<S: Store, P: Policy>(
                 Origin::Released(i) => &mut released[i].outcome,
             };
             *slot = outcome_of(done.effect, done.reason);
-            engine.store.log_push(LogEntry {
+            let entry = LogEntry {
                 op,
                 effect: done.effect,
                 undo: done.undo,
-            })?;
+            };
+            if suffix.active() {
+                suffix.add(&entry);
+            }
+            engine.store.log_push(entry)?;
         }
         for e in redo {
             engine.redo(e)?;
         }
     }
     let events = engine.events()?;
+    suffix.finish(|| engine.store.log_len())?;
     Ok(ApplyReport {
         ops: outcomes,
         released,
@@ -205,6 +215,8 @@ pub(crate) fn redecide<S: Store, P: Policy>(
     from: Lamport,
 ) -> Result<ApplyReport<P::Reason>, S::Error> {
     scratch.clear();
+    // Re-decided entries may get new undo records.
+    scratch.suffix.reset();
     let mut engine = Engine {
         store,
         policy,
@@ -725,7 +737,7 @@ impl<S: Store, P: Policy> Engine<'_, S, P> {
                 }) else {
                     return Ok(None);
                 };
-                let was = std::mem::replace(prior, Some(written));
+                let was = prior.replace(written);
                 self.store.log_update(later, entry.effect, &entry.undo)?;
                 Ok(Some(Done {
                     effect: Effect::Applied,

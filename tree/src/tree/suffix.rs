@@ -6,66 +6,136 @@
 //! at `t` is the prior parent recorded by the first suffix entry after `t` that placed it (its
 //! undo record), else its current parent ([`Rewind`]).
 
+use std::collections::BTreeMap;
+
 use rustc_hash::FxHashMap;
 
-use crate::id::{LogKey, NodeId, OpId};
+use crate::id::{Lamport, LogKey, NodeId, OpId, ReplicaId};
 use crate::op::OpKind;
 use crate::store::{LogEntry, Store, Undo};
 
-/// The suffix of the log after the batch's first late op, indexed by node.
+/// Most entries kept indexed between batches; past it the index is dropped and rebuilt from the
+/// next late op on.
+const LIMIT: usize = 1 << 16;
+
+/// The log after some key `from`, indexed by node. Kept between batches (concurrent writers'
+/// late ops land near the end of the log batch after batch, so one index serves many batches):
+/// every entry the engine logs is added; anything that rewrites logged entries' undo records
+/// (an undo/redo pass, a re-decision) or may not have committed (a failed batch) drops it.
 #[derive(Default)]
 pub(crate) struct Suffix {
-    /// `(node, key, parent before)` for every placement an entry changed, sorted by node and,
-    /// within a node, by key.
-    moves: Vec<(NodeId, LogKey, Option<NodeId>)>,
-    /// `(node, key, op)` for every payload an entry wrote, sorted like `moves`.
-    payloads: Vec<(NodeId, LogKey, OpId)>,
+    /// Entries with a key greater than `from` are indexed (`None`: nothing is).
+    from: Option<LogKey>,
+    /// Entries indexed.
+    len: usize,
+    /// The log's length when the index was last brought up to date (another writer shows).
+    log_len: u64,
+    /// A batch started and has not finished: the index may hold entries that were rolled back.
+    open: bool,
+    /// `(node, key) → parent before` for every placement an entry changed.
+    moves: BTreeMap<(NodeId, LogKey), Option<NodeId>>,
+    /// `(node, key) → op` for every payload an entry wrote.
+    payloads: BTreeMap<(NodeId, LogKey), OpId>,
     /// Per node, the greatest key of an entry naming it (as the op's node or target parent, or
     /// in an undo record as the node or its prior parent), whatever the entry's effect.
     named: FxHashMap<NodeId, LogKey>,
-    /// The greatest key of a delete in the suffix.
+    /// The greatest key of an indexed delete.
     last_delete: Option<LogKey>,
 }
 
 impl Suffix {
-    pub(crate) fn clear(&mut self) {
-        self.moves.clear();
-        self.payloads.clear();
-        self.named.clear();
-        self.last_delete = None;
+    /// Drops the index.
+    pub(crate) fn reset(&mut self) {
+        if self.from.is_some() {
+            self.moves.clear();
+            self.payloads.clear();
+            self.named.clear();
+            self.last_delete = None;
+            self.from = None;
+            self.len = 0;
+        }
     }
 
-    /// Indexes `entries` (the log after some key, in ascending key order), replacing what was
-    /// indexed before.
-    pub(crate) fn index(&mut self, entries: &[LogEntry]) {
-        self.clear();
+    /// At the start of a batch: drops the index if the last batch did not finish (it may have
+    /// been rolled back) or the log's length (`log_len`, asked only while an index is kept)
+    /// changed without the engine.
+    pub(crate) fn begin<E>(&mut self, log_len: impl FnOnce() -> Result<u64, E>) -> Result<(), E> {
+        if self.open || (self.active() && log_len()? != self.log_len) {
+            self.reset();
+        }
+        self.open = true;
+        Ok(())
+    }
+
+    /// At the end of a batch that completed (`log_len`: the log's length, asked only while an
+    /// index is kept).
+    pub(crate) fn finish<E>(&mut self, log_len: impl FnOnce() -> Result<u64, E>) -> Result<(), E> {
+        if self.len > LIMIT {
+            self.reset();
+        }
+        if self.active() {
+            self.log_len = log_len()?;
+        }
+        self.open = false;
+        Ok(())
+    }
+
+    /// True if every entry with a key greater than `key` is indexed.
+    pub(crate) fn covers(&self, key: LogKey) -> bool {
+        self.from.is_some_and(|f| f <= key)
+    }
+
+    /// True while an index is kept (entries logged from now on must be added).
+    pub(crate) fn active(&self) -> bool {
+        self.from.is_some()
+    }
+
+    /// Extends the index down to `key`, given `entries`: the log after `key`.
+    pub(crate) fn extend(&mut self, key: LogKey, entries: &[LogEntry]) {
+        let from = self.from;
         for e in entries {
-            let key = e.op.key();
-            self.named.insert(e.op.node(), key);
-            match e.op.kind() {
-                OpKind::Create { parent, .. } | OpKind::Move { parent, .. } => {
-                    self.named.insert(*parent, key);
-                }
-                OpKind::Delete { .. } => self.last_delete = Some(key),
-                OpKind::SetPayload { .. } => {}
+            if from.is_some_and(|f| e.op.key() > f) {
+                break;
             }
-            for u in &e.undo {
-                match u {
-                    Undo::Placement { node, prior } => {
-                        let before = prior.as_ref().map(|p| p.parent);
-                        self.moves.push((*node, key, before));
-                        self.named.insert(*node, key);
-                        if let Some(b) = before {
-                            self.named.insert(b, key);
-                        }
+            self.add(e);
+        }
+        self.from = Some(key);
+    }
+
+    /// Indexes one entry.
+    pub(crate) fn add(&mut self, e: &LogEntry) {
+        let key = e.op.key();
+        self.len += 1;
+        self.name(e.op.node(), key);
+        match e.op.kind() {
+            OpKind::Create { parent, .. } | OpKind::Move { parent, .. } => self.name(*parent, key),
+            OpKind::Delete { .. } => {
+                self.last_delete = self.last_delete.max(Some(key));
+            }
+            OpKind::SetPayload { .. } => {}
+        }
+        for u in &e.undo {
+            match u {
+                Undo::Placement { node, prior } => {
+                    let before = prior.as_ref().map(|p| p.parent);
+                    self.moves.insert((*node, key), before);
+                    self.name(*node, key);
+                    if let Some(b) = before {
+                        self.name(b, key);
                     }
-                    Undo::Payload { node, .. } => self.payloads.push((*node, key, e.op.id())),
+                }
+                Undo::Payload { node, .. } => {
+                    self.payloads.insert((*node, key), e.op.id());
                 }
             }
         }
-        // Stable: within a node the entries stay in key order.
-        self.moves.sort_by_key(|m| m.0);
-        self.payloads.sort_by_key(|p| p.0);
+    }
+
+    fn name(&mut self, node: NodeId, key: LogKey) {
+        let k = self.named.entry(node).or_insert(key);
+        if *k < key {
+            *k = key;
+        }
     }
 
     /// True if an entry after `at` names `node` (see `named`).
@@ -81,22 +151,18 @@ impl Suffix {
     /// The parent `node` had before the first entry after `at` that placed it (`None` inside:
     /// it did not exist), or `None` if no entry after `at` placed it.
     fn moved_after(&self, node: NodeId, at: LogKey) -> Option<Option<NodeId>> {
-        let from = self.moves.partition_point(|m| m.0 < node);
-        self.moves[from..]
-            .iter()
-            .take_while(|m| m.0 == node)
-            .find(|m| m.1 > at)
-            .map(|m| m.2)
+        self.moves
+            .range((node, at)..=(node, MAX_KEY))
+            .find(|((_, k), _)| *k > at)
+            .map(|(_, before)| *before)
     }
 
     /// The first entry after `at` that wrote the payload of `node`.
     pub(crate) fn payload_written_after(&self, node: NodeId, at: LogKey) -> Option<OpId> {
-        let from = self.payloads.partition_point(|p| p.0 < node);
-        self.payloads[from..]
-            .iter()
-            .take_while(|p| p.0 == node)
-            .find(|p| p.1 > at)
-            .map(|p| p.2)
+        self.payloads
+            .range((node, at)..=(node, MAX_KEY))
+            .find(|((_, k), _)| *k > at)
+            .map(|(_, op)| *op)
     }
 
     /// The tree as it was immediately before the op with key `at` (which is not in the
@@ -105,6 +171,9 @@ impl Suffix {
         Rewind { suffix: self, at }
     }
 }
+
+/// The greatest possible log key.
+const MAX_KEY: LogKey = LogKey::new(Lamport::new(u64::MAX), ReplicaId::from_bytes([0xff; 32]));
 
 /// Parents as they were at a time inside an indexed [`Suffix`], read without undoing.
 #[derive(Clone, Copy)]
