@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use canopy_sync::{PartialReplica, SqlitePartial};
-use canopy_tree::{NodeId, Place, ReplicaId, SqliteStore, Store, Tree};
+use canopy_tree::{NodeId, ReplicaId, SqliteStore, Store, Tree};
 
 struct Server(Child);
 

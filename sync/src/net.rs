@@ -72,6 +72,8 @@ pub use docs::{
     AuthzDocuments, AuthzOpenError, Documents, MemoryDocuments, OpenError, SqliteDocuments,
 };
 pub use server::{serve, Admission, Admit, AdmitError, OpenAccess, ServerConfig, GENESIS_HEADER};
+/// Turns a URL into a WebSocket handshake request ([`sync`] takes either).
+pub use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// A WebSocket handshake request (e.g. from [`request`], carrying a credential).
 pub use tokio_tungstenite::tungstenite::handshake::client::Request;
 

@@ -14,15 +14,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use canopy_caps::{
-    chain_ref, sign_op, subtree_policy, Ability, Authz, Delegation, DelegationFields, Document,
-    Invocation, SecretKey,
+    chain_ref, sign_op, subtree_policy, Ability, Authz, AuthzPolicy, Delegation, DelegationFields,
+    Document, Entry, Invocation, SecretKey,
 };
 use canopy_sync::memory::{FullPeer, PartialPeer};
 use canopy_sync::net::{
-    self, AuthzDocuments, Documents, Flow, MemoryDocuments, ServerConfig, SqliteDocuments,
+    self, AuthzDocuments, Documents, Flow, IntoClientRequest, MemoryDocuments, ServerConfig,
+    SqliteDocuments,
 };
 use canopy_sync::{
-    frontier_count, AllowAll, Event, PartialReplica, PartialSession, Phase, Session,
+    frontier_count, AllowAll, Event, PartialReplica, PartialSession, Phase, Replica, Session,
 };
 use canopy_tree::{MemoryStore, NodeId, OpId, Place, ReplicaId, SqliteStore, Store, Tree};
 use clap::Args;
@@ -55,7 +56,9 @@ pub struct SyncArgs {
     /// Ops a client makes at a time (each time it hears from the others).
     #[arg(long, default_value_t = 10)]
     chunk: usize,
-    /// The push figure's server store: `sqlite` (a file, as `canopy serve`) or `memory`.
+    /// The push figure's server: `authz` (as `canopy serve`: an authorized replica on a SQLite
+    /// file; each client signs with its own key under its own grant), `sqlite` (a plain tree on
+    /// a file: no signatures, no capability checks) or `memory` (a plain tree in memory).
     #[arg(long, default_value = "sqlite")]
     push_store: String,
     /// Runs of the WebSocket partial sync (the median is reported).
@@ -335,81 +338,198 @@ async fn ws_partial(args: &SyncArgs) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// A push client's replica: a plain tree (unsigned ops) or an authorized replica that signs.
+trait PushReplica: Replica + Send + 'static {
+    fn local(&mut self) -> &mut Tree<Self::Store, Self::Policy>;
+}
+
+impl PushReplica for Tree<MemoryStore> {
+    fn local(&mut self) -> &mut Self {
+        self
+    }
+}
+
+impl PushReplica for Authz<MemoryStore> {
+    fn local(&mut self) -> &mut Tree<MemoryStore, AuthzPolicy> {
+        self.tree_mut()
+    }
+}
+
+/// One push client: waits for the start, makes `ops` ops in chunks as it hears from the
+/// others, until it holds `total`.
+async fn push_client<R: PushReplica>(
+    mut t: R,
+    req: net::Request,
+    ready: Arc<tokio::sync::Barrier>,
+    (ops, chunk, total): (usize, usize, u64),
+) -> (R, usize, Result<net::SyncReport, String>, Option<String>) {
+    let others = total - ops as u64;
+    ready.wait().await;
+    let mut made = 0usize;
+    let mut error = None;
+    let report = {
+        let mut peer = FullPeer::new(&mut t, Session::new(AllowAll, net::transport_options(true)));
+        net::sync(req, &mut peer, |p, ev| {
+            let tree = p.replica().local();
+            let held = tree.store().log_len().unwrap_or(0);
+            let heard = matches!(ev, Event::Changed(_))
+                || matches!(ev, Event::Progress(pr) if pr.phase == Phase::Live && made == 0);
+            if heard && made < ops {
+                // all the others are done: make the rest at once
+                let n = if held - made as u64 >= others {
+                    ops - made
+                } else {
+                    chunk.min(ops - made)
+                };
+                for _ in 0..n {
+                    if let Err(e) = tree.create(NodeId::ROOT, Place::Last, Some(vec![7; 8])) {
+                        error = Some(e.to_string());
+                        return Flow::Stop;
+                    }
+                }
+                made += n;
+            }
+            if tree.store().log_len().unwrap_or(0) == total {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        })
+        .await
+    };
+    (t, made, report.map_err(|e| e.to_string()), error)
+}
+
 async fn ws_push(args: &SyncArgs) -> anyhow::Result<serde_json::Value> {
     let tmp = TempDir::new("sync-push")?;
-    let (url, server_file) = match args.push_store.as_str() {
-        "sqlite" => {
-            let docs = SqliteDocuments::new(tmp.path(), rep(3));
-            let file = docs.path(&"push".parse()?);
-            (spawn_server(docs).await?, Some(file))
-        }
-        "memory" => (spawn_server(MemoryDocuments::new(rep(3))).await?, None),
-        other => bail!("--push-store is sqlite or memory, not {other}"),
-    };
-    let url = format!("{url}/push");
     let total = (args.clients * args.ops) as u64;
-    let others = total - args.ops as u64;
     let ready = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
-    let mut tasks = Vec::new();
-    for c in 0..args.clients {
-        let url = url.clone();
-        let ready = ready.clone();
-        let (ops, chunk) = (args.ops, args.chunk.max(1));
-        tasks.push(tokio::spawn(async move {
-            let mut t = Tree::new(MemoryStore::new(), rep(100 + c as u64));
-            ready.wait().await;
-            let mut made = 0usize;
-            let mut error = None;
-            let report = {
-                let mut peer = FullPeer::new(
-                    &mut t,
-                    Session::new(AllowAll, net::transport_options(true)),
-                );
-                net::sync(url.as_str(), &mut peer, |p, ev| {
-                    let tree = p.replica();
-                    let held = tree.store().log_len().unwrap_or(0);
-                    let heard = matches!(ev, Event::Changed(_))
-                        || matches!(ev, Event::Progress(pr) if pr.phase == Phase::Live && made == 0);
-                    if heard && made < ops {
-                        // all the others are done: make the rest at once
-                        let n = if held - made as u64 >= others { ops - made } else { chunk.min(ops - made) };
-                        for _ in 0..n {
-                            if let Err(e) = tree.create(NodeId::ROOT, Place::Last, Some(vec![7; 8])) {
-                                error = Some(e.to_string());
-                                return Flow::Stop;
-                            }
-                        }
-                        made += n;
-                    }
-                    if tree.store().log_len().unwrap_or(0) == total {
-                        Flow::Stop
-                    } else {
-                        Flow::Continue
-                    }
-                })
-                .await
+    let shape = (args.ops, args.chunk.max(1), total);
+    let mut plain = Vec::new();
+    let mut signed = Vec::new();
+    let server_file;
+    match args.push_store.as_str() {
+        "sqlite" | "memory" => {
+            let url = if args.push_store == "sqlite" {
+                let docs = SqliteDocuments::new(tmp.path(), rep(3));
+                server_file = Some(docs.path(&"push".parse()?));
+                spawn_server(docs).await?
+            } else {
+                server_file = None;
+                spawn_server(MemoryDocuments::new(rep(3))).await?
             };
-            (t, made, report.map_err(|e| e.to_string()), error)
-        }));
+            let url = format!("{url}/push");
+            for c in 0..args.clients {
+                let t = Tree::new(MemoryStore::new(), rep(100 + c as u64));
+                let req = url.as_str().into_client_request()?;
+                plain.push(tokio::spawn(push_client(t, req, ready.clone(), shape)));
+            }
+        }
+        "authz" => {
+            // canopy serve's server; the owner creates the document, every client has its own
+            // key and a grant of /tree on the whole document (so it reads everything and
+            // writes under ROOT); every replica knows every grant from the start
+            let owner = bench_key(0xb0);
+            let doc = Document::new(owner.did(), [0xb1; 16]);
+            let docs = AuthzDocuments::new(tmp.path(), rep(3));
+            server_file = Some(docs.path(&doc.id()));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let url = format!("ws://{}/{}", listener.local_addr()?, doc.id());
+            tokio::spawn(net::serve(
+                listener,
+                docs.clone(),
+                docs,
+                ServerConfig::default(),
+            ));
+            let mut o = Authz::new(MemoryStore::new(), doc, key_replica(&owner))?;
+            let req = authz_request(&url, &owner, &doc, &[], true)?;
+            let mut peer = FullPeer::new(
+                &mut o,
+                Session::new(AllowAll, net::transport_options(false)),
+            );
+            ensure!(
+                net::sync(req, &mut peer, |_, _| Flow::Continue)
+                    .await?
+                    .finished,
+                "the owner could not create the document"
+            );
+            let keys: Vec<SecretKey> = (0..args.clients)
+                .map(|c| {
+                    let mut b = [0xc0u8; 32];
+                    b[..8].copy_from_slice(&(c as u64).to_be_bytes());
+                    SecretKey::from_bytes(&b)
+                })
+                .collect();
+            let grants: Vec<Delegation> = keys
+                .iter()
+                .map(|k| {
+                    Delegation::issue(
+                        &owner,
+                        DelegationFields {
+                            audience: k.did(),
+                            subject: Some(owner.did()),
+                            command: Ability::All.command(),
+                            policy: canopy_caps::Policy::new(Vec::new()),
+                            expiration: None,
+                            not_before: None,
+                            meta: None,
+                        },
+                        &mut OsRng,
+                    )
+                })
+                .collect();
+            let mut proofs: Vec<Vec<u8>> = Vec::new();
+            for g in &grants {
+                proofs.push(Entry::Delegation(g.clone()).encode());
+                proofs.push(Entry::Chain(vec![g.cid()]).encode());
+            }
+            for (k, g) in keys.into_iter().zip(&grants) {
+                let mut a = Authz::new(MemoryStore::new(), doc, key_replica(&k))?;
+                let report = a.ingest(&proofs)?;
+                ensure!(
+                    report.items.iter().all(Result::is_ok),
+                    "a grant was refused"
+                );
+                let req = authz_request(&url, &k, &doc, std::slice::from_ref(g), false)?;
+                a.state_mut()
+                    .set_signer(k, chain_ref(&[g.cid()]), unix_now());
+                signed.push(tokio::spawn(push_client(a, req, ready.clone(), shape)));
+            }
+        }
+        other => bail!("--push-store is sqlite, memory or authz, not {other}"),
     }
     ready.wait().await;
     let start = Instant::now();
     let mut lost = 0u64;
     let mut bytes = 0u64;
     let mut frontiers = Vec::new();
-    for task in tasks {
-        let (t, made, report, error) = tokio::time::timeout(Duration::from_secs(1200), task)
-            .await
-            .context("a client did not get every op within 20 minutes")??;
+    let limit = Duration::from_secs(1200);
+    let mut finish = |made: usize,
+                      report: Result<net::SyncReport, String>,
+                      error: Option<String>,
+                      f: canopy_tree::VersionVector|
+     -> anyhow::Result<()> {
         if let Some(e) = error {
             bail!("a client's local op failed: {e}");
         }
         let report = report.map_err(|e| anyhow::anyhow!("a client's sync failed: {e}"))?;
         ensure!(made == args.ops, "a client made {made} ops");
         bytes += report.bytes_received + report.bytes_sent;
-        let f = t.store().frontier()?;
         lost += total - frontier_count(&f).min(total);
         frontiers.push(f);
+        Ok(())
+    };
+    for task in plain {
+        let (t, made, report, error) = tokio::time::timeout(limit, task)
+            .await
+            .context("a client did not get every op within 20 minutes")??;
+        finish(made, report, error, t.store().frontier()?)?;
+    }
+    for task in signed {
+        let (t, made, report, error) = tokio::time::timeout(limit, task)
+            .await
+            .context("a client did not get every op within 20 minutes")??;
+        finish(made, report, error, t.tree().store().frontier()?)?;
     }
     let secs = start.elapsed().as_secs_f64();
     ensure!(
@@ -438,6 +558,27 @@ async fn ws_push(args: &SyncArgs) -> anyhow::Result<serde_json::Value> {
         "server_ops": server_ops,
         "client_bytes_total": bytes,
     }))
+}
+
+/// A fresh handshake request for `key` under `chain` (with the genesis when `genesis`).
+fn authz_request(
+    url: &str,
+    key: &SecretKey,
+    doc: &Document,
+    chain: &[Delegation],
+    genesis: bool,
+) -> anyhow::Result<net::Request> {
+    let fields = net::invocation_fields(
+        doc.id(),
+        *doc.owner(),
+        net::SyncCommand::Read,
+        chain.iter().map(Delegation::cid).collect(),
+        unix_now(),
+        300,
+    );
+    let inv = Invocation::issue(key, fields, &mut OsRng);
+    let cred = net::Credential::new(inv, chain.to_vec(), genesis.then_some(*doc.nonce()));
+    Ok(net::request(url, &cred)?)
 }
 
 async fn spawn_server<D: Documents>(docs: D) -> anyhow::Result<String> {

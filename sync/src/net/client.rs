@@ -242,7 +242,9 @@ where
                 room = sem.clone().acquire_many_owned(POLL_ROOM as u32), if poll_pending => {
                     drop(room);
                     let out = endpoint.poll();
-                    poll_pending = !out.send.is_empty();
+                    // poll again after sending, and after events: the callback may have made
+                    // local ops (live mode) that only a poll sends
+                    poll_pending = !out.send.is_empty() || !out.events.is_empty();
                     going = d.take(endpoint, out, &mut on_event, None)?;
                 }
             }
