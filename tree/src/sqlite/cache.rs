@@ -18,10 +18,10 @@ use crate::store::{PayloadRecord, Placement};
 
 /// Most cached placements (and, separately, child counts and replicas) before the cache is
 /// emptied: bounds its memory on very large batches and long sessions.
-pub(super) const CACHE_LIMIT: usize = 1 << 17;
+pub(super) const CACHE_LIMIT: usize = 1 << 14;
 
 /// Most cached payloads before that part of the cache is emptied.
-pub(super) const PAYLOAD_CACHE_LIMIT: usize = 1 << 14;
+pub(super) const PAYLOAD_CACHE_LIMIT: usize = 1 << 12;
 
 /// Largest payload kept in the cache (larger ones are read from SQLite each time), so the
 /// payload cache holds at most [`PAYLOAD_CACHE_LIMIT`] × 1 KiB.
