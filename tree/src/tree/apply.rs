@@ -187,9 +187,7 @@ pub(crate) fn run<S: Store, P: Policy>(
                 effect: done.effect,
                 undo: done.undo,
             };
-            if suffix.active() {
-                suffix.add(&entry);
-            }
+            suffix.add(&entry);
             engine.store.log_push(entry)?;
         }
         for e in redo {

@@ -6,17 +6,20 @@
 //! at `t` is the prior parent recorded by the first suffix entry after `t` that placed it (its
 //! undo record), else its current parent ([`Rewind`]).
 
-use std::collections::BTreeMap;
-
 use rustc_hash::FxHashMap;
 
-use crate::id::{Lamport, LogKey, NodeId, OpId, ReplicaId};
+use crate::id::{LogKey, NodeId, OpId};
 use crate::op::OpKind;
 use crate::store::{LogEntry, Store, Undo};
 
 /// Most entries kept indexed between batches; past it the index is dropped and rebuilt from the
 /// next late op on.
-const LIMIT: usize = 1 << 16;
+const LIMIT: usize = 1 << 13;
+
+/// Fewest entries a batch must have read to index the suffix for the index to be kept after the
+/// batch: below it, reading the suffix again is cheaper than adding every logged entry (a
+/// replica whose late ops sort just before its own last few).
+const KEEP_MIN: usize = 256;
 
 /// The log after some key `from`, indexed by node. Kept between batches (concurrent writers'
 /// late ops land near the end of the log batch after batch, so one index serves many batches):
@@ -28,14 +31,16 @@ pub(crate) struct Suffix {
     from: Option<LogKey>,
     /// Entries indexed.
     len: usize,
+    /// The index is kept after this batch (and logged entries are added to it).
+    keep: bool,
     /// The log's length when the index was last brought up to date (another writer shows).
     log_len: u64,
     /// A batch started and has not finished: the index may hold entries that were rolled back.
     open: bool,
-    /// `(node, key) → parent before` for every placement an entry changed.
-    moves: BTreeMap<(NodeId, LogKey), Option<NodeId>>,
-    /// `(node, key) → op` for every payload an entry wrote.
-    payloads: BTreeMap<(NodeId, LogKey), OpId>,
+    /// Per node, `(key, parent before)` for every placement an entry changed.
+    moves: FxHashMap<NodeId, History<Option<NodeId>>>,
+    /// Per node, `(key, op)` for every payload an entry wrote.
+    payloads: FxHashMap<NodeId, History<OpId>>,
     /// Per node, the greatest key of an entry naming it (as the op's node or target parent, or
     /// in an undo record as the node or its prior parent), whatever the entry's effect.
     named: FxHashMap<NodeId, LogKey>,
@@ -53,6 +58,7 @@ impl Suffix {
             self.last_delete = None;
             self.from = None;
             self.len = 0;
+            self.keep = false;
         }
     }
 
@@ -70,7 +76,7 @@ impl Suffix {
     /// At the end of a batch that completed (`log_len`: the log's length, asked only while an
     /// index is kept).
     pub(crate) fn finish<E>(&mut self, log_len: impl FnOnce() -> Result<u64, E>) -> Result<(), E> {
-        if self.len > LIMIT {
+        if !self.keep || self.len > LIMIT {
             self.reset();
         }
         if self.active() {
@@ -86,24 +92,34 @@ impl Suffix {
     }
 
     /// True while an index is kept (entries logged from now on must be added).
-    pub(crate) fn active(&self) -> bool {
+    fn active(&self) -> bool {
         self.from.is_some()
     }
 
     /// Extends the index down to `key`, given `entries`: the log after `key`.
     pub(crate) fn extend(&mut self, key: LogKey, entries: &[LogEntry]) {
         let from = self.from;
+        let mut read = 0;
         for e in entries {
             if from.is_some_and(|f| e.op.key() > f) {
                 break;
             }
-            self.add(e);
+            self.index(e);
+            read += 1;
         }
         self.from = Some(key);
+        self.keep |= read >= KEEP_MIN;
     }
 
-    /// Indexes one entry.
+    /// Adds an entry the engine logs, if the index is kept beyond this batch. (Within a batch,
+    /// late ops come in key order, so an entry logged now never follows a later one's key.)
     pub(crate) fn add(&mut self, e: &LogEntry) {
+        if self.keep {
+            self.index(e);
+        }
+    }
+
+    fn index(&mut self, e: &LogEntry) {
         let key = e.op.key();
         self.len += 1;
         self.name(e.op.node(), key);
@@ -118,14 +134,14 @@ impl Suffix {
             match u {
                 Undo::Placement { node, prior } => {
                     let before = prior.as_ref().map(|p| p.parent);
-                    self.moves.insert((*node, key), before);
+                    record(&mut self.moves, *node, key, before);
                     self.name(*node, key);
                     if let Some(b) = before {
                         self.name(b, key);
                     }
                 }
                 Undo::Payload { node, .. } => {
-                    self.payloads.insert((*node, key), e.op.id());
+                    record(&mut self.payloads, *node, key, e.op.id());
                 }
             }
         }
@@ -151,18 +167,12 @@ impl Suffix {
     /// The parent `node` had before the first entry after `at` that placed it (`None` inside:
     /// it did not exist), or `None` if no entry after `at` placed it.
     fn moved_after(&self, node: NodeId, at: LogKey) -> Option<Option<NodeId>> {
-        self.moves
-            .range((node, at)..=(node, MAX_KEY))
-            .find(|((_, k), _)| *k > at)
-            .map(|(_, before)| *before)
+        self.moves.get(&node)?.first_after(at)
     }
 
     /// The first entry after `at` that wrote the payload of `node`.
     pub(crate) fn payload_written_after(&self, node: NodeId, at: LogKey) -> Option<OpId> {
-        self.payloads
-            .range((node, at)..=(node, MAX_KEY))
-            .find(|((_, k), _)| *k > at)
-            .map(|(_, op)| *op)
+        self.payloads.get(&node)?.first_after(at)
     }
 
     /// The tree as it was immediately before the op with key `at` (which is not in the
@@ -172,8 +182,35 @@ impl Suffix {
     }
 }
 
-/// The greatest possible log key.
-const MAX_KEY: LogKey = LogKey::new(Lamport::new(u64::MAX), ReplicaId::from_bytes([0xff; 32]));
+/// A node's indexed changes, `(key, value)`, in the order they were indexed (not key order:
+/// spliced entries come before entries indexed earlier); most nodes have one.
+struct History<T> {
+    first: (LogKey, T),
+    more: Vec<(LogKey, T)>,
+}
+
+impl<T: Copy> History<T> {
+    /// The value of the change with the smallest key above `at`.
+    fn first_after(&self, at: LogKey) -> Option<T> {
+        std::iter::once(&self.first)
+            .chain(&self.more)
+            .filter(|(k, _)| *k > at)
+            .min_by_key(|(k, _)| *k)
+            .map(|(_, v)| *v)
+    }
+}
+
+fn record<T>(map: &mut FxHashMap<NodeId, History<T>>, node: NodeId, key: LogKey, value: T) {
+    match map.entry(node) {
+        std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().more.push((key, value)),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(History {
+                first: (key, value),
+                more: Vec::new(),
+            });
+        }
+    }
+}
 
 /// Parents as they were at a time inside an indexed [`Suffix`], read without undoing.
 #[derive(Clone, Copy)]

@@ -57,6 +57,12 @@ enum Action {
         parent: usize,
         payload: bool,
     },
+    /// `count` creates under one parent, each with a payload (long logs: late ops then land
+    /// before hundreds of logged ones, and the engine keeps its suffix index between batches).
+    Bulk {
+        parent: usize,
+        count: usize,
+    },
     Payload {
         node: usize,
         byte: u8,
@@ -86,6 +92,14 @@ fn arb_action() -> impl Strategy<Value = Action> {
         1 => (i(), i()).prop_map(|(node, parent)| Action::Move { node, parent }),
         1 => i().prop_map(|node| Action::Delete { node }),
         1 => (i(), i()).prop_map(|(node, parent)| Action::Restore { node, parent }),
+        3 => (0usize..8).prop_map(|from| Action::Sync { from }),
+    ]
+}
+
+fn arb_bulk_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => (0usize..64, 1usize..120).prop_map(|(parent, count)| Action::Bulk { parent, count }),
+        2 => arb_action(),
         3 => (0usize..8).prop_map(|from| Action::Sync { from }),
     ]
 }
@@ -234,6 +248,18 @@ fn run<P: Policy + Clone>(policy: P, n: usize, script: Vec<(usize, Action)>, see
                     let (node, parent) = (pick(t, &nodes, node), pick(t, &nodes, parent));
                     t.restore(node, parent, Place::Last)
                 }
+                Action::Bulk { parent, count } => {
+                    let parent = pick(t, &nodes, parent);
+                    let r = &mut reps[who];
+                    for i in 0..count {
+                        let made = r.tree.create(parent, Place::Last, Some(vec![i as u8]));
+                        if let Ok(local) = made {
+                            nodes.push(local.node());
+                            r.events(&local.events);
+                        }
+                    }
+                    continue;
+                }
                 Action::Sync { from } => {
                     let from = from % n;
                     let ops: Vec<Op> = entries(&reps[from].tree)
@@ -300,6 +326,23 @@ proptest! {
     fn late_ops_under_a_path_policy_equal_a_fresh_replay(
         n in 3usize..=8,
         script in proptest::collection::vec((0usize..8, arb_action()), 1..160),
+        seed in any::<u64>(),
+        paths_only in any::<bool>(),
+    ) {
+        run(Fence { fence: fence(), paths_only }, n, script, seed);
+    }
+}
+
+proptest! {
+    // Long logs are slow to replay on every replica: a tenth of the cases.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse::<u32>().ok()).map_or(16, |c| (c / 10).max(1))
+    ))]
+
+    #[test]
+    fn long_logs_of_late_creates_equal_a_fresh_replay(
+        n in 3usize..=6,
+        script in proptest::collection::vec((0usize..8, arb_bulk_action()), 1..40),
         seed in any::<u64>(),
         paths_only in any::<bool>(),
     ) {
