@@ -158,7 +158,8 @@ pub(crate) fn run<S: Store, P: Policy>(
     }
     if let Some((op, _)) = ready.peek() {
         let first = op.key();
-        let redo = match engine.store.log_last()? {
+        // Spliced ops sorted before `last`, so it is still the log's last key.
+        let redo = match last {
             Some(last) if last > first => engine.store.log_after(first)?,
             _ => Vec::new(),
         };
