@@ -20,6 +20,8 @@ pub trait Endpoint {
     fn receive(&mut self, bytes: &[u8]) -> Outcome<Self::Error>;
     /// Lets the session send what is ready.
     fn poll(&mut self) -> Outcome<Self::Error>;
+    /// Ends the session politely (sends `Close`).
+    fn close(&mut self) -> Outcome<Self::Error>;
 }
 
 /// A full replica's side: a plain `Tree` or an authorized `canopy_caps::Authz` replica.
@@ -59,6 +61,9 @@ impl<R: Replica, F: ReadFilter> Endpoint for FullPeer<'_, R, F> {
     fn poll(&mut self) -> Outcome<ReplicaError<R>> {
         self.session.poll(self.replica)
     }
+    fn close(&mut self) -> Outcome<ReplicaError<R>> {
+        self.session.close()
+    }
 }
 
 /// A partial replica's side (in memory by default, or any [`PartialStore`]).
@@ -97,6 +102,9 @@ impl<S: PartialStore> Endpoint for PartialPeer<'_, S> {
     }
     fn poll(&mut self) -> Outcome<S::Error> {
         self.session.poll(self.replica)
+    }
+    fn close(&mut self) -> Outcome<S::Error> {
+        self.session.close()
     }
 }
 

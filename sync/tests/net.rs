@@ -133,6 +133,37 @@ async fn two_clients_converge_through_a_sqlite_server() {
     assert_eq!(c.node_count().unwrap(), 0);
 }
 
+/// `Flow::Finish` sends the ops the callback made before it said so, then closes politely and
+/// returns once the server applied them; `Flow::Stop` drops them (they go with the next sync).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_sends_ops_made_by_the_last_callback() {
+    let base = start(MemoryDocuments::new(rep(99))).await;
+    for (doc, flow, expect) in [("fin", Flow::Finish, 5), ("stop", Flow::Stop, 0)] {
+        let url = format!("{base}/{doc}");
+        let mut a = Tree::new(MemoryStore::new(), rep(1));
+        let mut made = false;
+        let report = {
+            let mut peer = FullPeer::new(&mut a, live_session());
+            net::sync(url.as_str(), &mut peer, |p, ev| {
+                if !made && matches!(ev, Event::Progress(pr) if pr.phase == Phase::Live) {
+                    made = true;
+                    grow(p.replica(), 5, NodeId::ROOT);
+                    return flow;
+                }
+                Flow::Continue
+            })
+            .await
+            .unwrap()
+        };
+        assert!(made);
+        assert_eq!(report.finished, flow == Flow::Finish);
+        assert_eq!(report.stopped, flow == Flow::Stop);
+        let mut b = Tree::new(MemoryStore::new(), rep(2));
+        full_sync(&url, &mut b).await.unwrap();
+        assert_eq!(b.node_count().unwrap(), expect, "{doc}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn live_clients_get_ops_pushed_by_others() {
     let base = start(MemoryDocuments::new(rep(99))).await;

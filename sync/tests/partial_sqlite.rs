@@ -70,6 +70,9 @@ impl<E: Endpoint> Endpoint for Recorder<E> {
     fn poll(&mut self) -> Outcome<E::Error> {
         self.inner.poll()
     }
+    fn close(&mut self) -> Outcome<E::Error> {
+        self.inner.close()
+    }
 }
 
 /// Syncs `p` with `full` (cut after `cut` deliveries) and returns the messages `p` received.
@@ -536,6 +539,9 @@ impl Endpoint for Watch<'_> {
     }
     fn poll(&mut self) -> Outcome<FaultyError> {
         self.inner.poll()
+    }
+    fn close(&mut self) -> Outcome<FaultyError> {
+        self.inner.close()
     }
 }
 

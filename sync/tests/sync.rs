@@ -73,6 +73,9 @@ impl<E: Endpoint> Endpoint for Recorder<E> {
     fn poll(&mut self) -> Outcome<E::Error> {
         self.inner.poll()
     }
+    fn close(&mut self) -> Outcome<E::Error> {
+        self.inner.close()
+    }
 }
 
 /// The full replica's subtree(X), as records, sorted by node.

@@ -390,7 +390,8 @@ async fn push_client<R: PushReplica>(
                 made += n;
             }
             if tree.store().log_len().unwrap_or(0) == total {
-                Flow::Stop
+                // Finish, not Stop: the ops this callback just made must still go out
+                Flow::Finish
             } else {
                 Flow::Continue
             }

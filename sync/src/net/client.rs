@@ -76,8 +76,13 @@ pub enum Flow {
     /// Keep going.
     Continue,
     /// Drop the connection now (a WebSocket close, no protocol goodbye), as a disconnect would.
-    /// What was applied stays applied; the next sync resumes from there.
+    /// What was applied stays applied; the next sync resumes from there. Local ops made since
+    /// the last poll are not sent.
     Stop,
+    /// End the session politely: send the local ops made so far (e.g. by this callback), then
+    /// `Close`, and return once the server has closed its side too, i.e. has applied everything
+    /// sent ([`SyncReport::finished`]).
+    Finish,
 }
 
 /// What a [`sync`] did.
@@ -86,7 +91,7 @@ pub enum Flow {
 pub struct SyncReport {
     /// The session finished (reconciled, or closed politely).
     pub finished: bool,
-    /// The callback stopped it.
+    /// The callback stopped it ([`Flow::Stop`]; a [`Flow::Finish`] ends as `finished`).
     pub stopped: bool,
     /// Frames sent.
     pub frames_sent: u64,
@@ -132,6 +137,8 @@ pub enum ClientError<E: std::error::Error + 'static> {
 struct Driver {
     q: Outq,
     report: SyncReport,
+    /// The callback asked for [`Flow::Finish`].
+    finishing: bool,
 }
 
 impl Driver {
@@ -152,8 +159,10 @@ impl Driver {
             }
         }
         for ev in &out.events {
-            if on_event(ep, ev) == Flow::Stop {
-                self.report.stopped = true;
+            match on_event(ep, ev) {
+                Flow::Continue => {}
+                Flow::Stop => self.report.stopped = true,
+                Flow::Finish => self.finishing = true,
             }
         }
         if let Some(e) = out.error {
@@ -163,7 +172,7 @@ impl Driver {
         if out.finished {
             self.report.finished = true;
         }
-        Ok(!self.report.finished && !self.report.stopped)
+        Ok(!self.report.finished && !self.report.stopped && !self.finishing)
     }
 }
 
@@ -197,6 +206,7 @@ where
     let mut d = Driver {
         q,
         report: SyncReport::default(),
+        finishing: false,
     };
     let result = async {
         let out = endpoint.start();
@@ -247,6 +257,26 @@ where
                     poll_pending = !out.send.is_empty() || !out.events.is_empty();
                     going = d.take(endpoint, out, &mut on_event, None)?;
                 }
+            }
+        }
+        if d.finishing && !d.report.finished && !d.report.stopped {
+            // Flow::Finish: send what the session has ready (the local ops made so far), then
+            // Close; the server's close below confirms it applied all of it
+            loop {
+                let room = sem.clone().acquire_many_owned(POLL_ROOM as u32).await;
+                let Ok(room) = room else {
+                    return Err(ClientError::Overloaded);
+                };
+                drop(room);
+                let out = endpoint.poll();
+                let sent = !out.send.is_empty();
+                if !d.take(endpoint, out, &mut on_event, None)? || !sent {
+                    break;
+                }
+            }
+            if !d.report.finished {
+                let out = endpoint.close();
+                d.take(endpoint, out, &mut on_event, None)?;
             }
         }
         Ok(())
