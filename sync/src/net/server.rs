@@ -25,13 +25,17 @@ use crate::filter::{AllowAll, ReadContext, ReadFilter};
 use crate::session::{Outcome, Replica, Session};
 use crate::wire::MAX_MESSAGE_LEN;
 
+/// The most one poll of a session queues: its 1 MiB budget plus one 256 KiB batch, and room for
+/// the small messages around them.
+const POLL_ANSWER: usize = (1 << 20) + (320 << 10);
+
 /// Room a session's send queue needs before it is polled: a whole poll on top of the read
 /// reserve.
-pub(crate) const POLL_ROOM: usize = READ_RESERVE + (1 << 20) + (320 << 10);
+pub(crate) const POLL_ROOM: usize = READ_RESERVE + POLL_ANSWER;
 
-/// The `Ops` message type (`spec/sync.md`): after one, the other sessions of the document are
-/// polled (fan-out).
-const OPS_TYPE: u8 = 2;
+/// The `Ops` and `Entries` message types (`spec/sync.md`): after one, the other sessions of the
+/// document are polled (fan-out).
+const FAN_OUT_TYPES: [u8; 2] = [2, 12];
 
 /// Under a steady stream of received ops, fan out at least once per this many frames.
 const FANOUT_EVERY: usize = 64;
@@ -577,7 +581,7 @@ fn run_doc<D: Documents, A: Admit>(
                 deliver(c, out, Some(&mut reserve));
                 drop(reserve);
                 poll_conn(c, &tree);
-                if bytes.get(1) == Some(&OPS_TYPE) {
+                if bytes.get(1).is_some_and(|t| FAN_OUT_TYPES.contains(t)) {
                     unfanned += 1;
                 }
             }
@@ -624,23 +628,49 @@ fn fan_out<R: Replica>(conns: &mut HashMap<u64, Conn>, tree: &R) {
 /// otherwise marks it as waiting for its writer to drain.
 fn poll_conn<R: Replica>(c: &mut Conn, tree: &R) {
     loop {
+        if c.session.is_none() {
+            return;
+        }
+        let Some(mut room) = take_poll_room(c) else {
+            return;
+        };
         let Some(s) = c.session.as_mut() else {
             return;
         };
-        if c.q.room() < POLL_ROOM {
-            c.wants.store(true, Ordering::SeqCst);
-            // the writer may have drained between the check and the store
-            if c.q.room() < POLL_ROOM || !c.wants.swap(false, Ordering::SeqCst) {
-                return;
-            }
-        }
         let out = s.poll(tree);
         let sent = !out.send.is_empty();
-        deliver(c, out, None);
+        // the poll's frames are paid from the room taken before it; the rest goes back
+        deliver(c, out, Some(&mut room));
+        drop(room);
         if !sent {
             return;
         }
     }
+}
+
+/// Takes the room for one poll's answer from the connection's send queue, if the queue has room
+/// for it on top of a read reserve. Taken *before* polling: the connection's reader takes its
+/// read reserves from the same queue concurrently, so a check alone could be overtaken between
+/// the poll and the queueing of its frames (the peer would then be closed as overloaded though
+/// it reads). Without room, marks the connection as waiting for its writer to drain.
+fn take_poll_room(c: &Conn) -> Option<OwnedSemaphorePermit> {
+    let take = || {
+        if c.q.room() < POLL_ROOM {
+            return None;
+        }
+        c.q.semaphore()
+            .try_acquire_many_owned(POLL_ANSWER as u32)
+            .ok()
+    };
+    if let Some(room) = take() {
+        return Some(room);
+    }
+    c.wants.store(true, Ordering::SeqCst);
+    // the writer may have drained between the check and the store; if not, it (or the next
+    // received frame) polls again
+    let room = take()?;
+    c.wants.store(false, Ordering::SeqCst);
+    Some(room)
 }
 
 /// Queues a session's messages (closing the connection if the peer has stopped reading and
