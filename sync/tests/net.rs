@@ -138,7 +138,9 @@ async fn two_clients_converge_through_a_sqlite_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finish_sends_ops_made_by_the_last_callback() {
     let base = start(MemoryDocuments::new(rep(99))).await;
-    for (doc, flow, expect) in [("fin", Flow::Finish, 5), ("stop", Flow::Stop, 0)] {
+    // more ops than one poll sends (1 MiB budget): Finish keeps polling until all are out
+    const N: usize = 20_000;
+    for (doc, flow, expect) in [("fin", Flow::Finish, N), ("stop", Flow::Stop, 0)] {
         let url = format!("{base}/{doc}");
         let mut a = Tree::new(MemoryStore::new(), rep(1));
         let mut made = false;
@@ -147,7 +149,7 @@ async fn finish_sends_ops_made_by_the_last_callback() {
             net::sync(url.as_str(), &mut peer, |p, ev| {
                 if !made && matches!(ev, Event::Progress(pr) if pr.phase == Phase::Live) {
                     made = true;
-                    grow(p.replica(), 5, NodeId::ROOT);
+                    grow(p.replica(), N, NodeId::ROOT);
                     return flow;
                 }
                 Flow::Continue
@@ -160,7 +162,7 @@ async fn finish_sends_ops_made_by_the_last_callback() {
         assert_eq!(report.stopped, flow == Flow::Stop);
         let mut b = Tree::new(MemoryStore::new(), rep(2));
         full_sync(&url, &mut b).await.unwrap();
-        assert_eq!(b.node_count().unwrap(), expect, "{doc}");
+        assert_eq!(b.node_count().unwrap(), expect as u64, "{doc}");
     }
 }
 

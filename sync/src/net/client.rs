@@ -270,7 +270,8 @@ where
                 drop(room);
                 let out = endpoint.poll();
                 let sent = !out.send.is_empty();
-                if !d.take(endpoint, out, &mut on_event, None)? || !sent {
+                d.take(endpoint, out, &mut on_event, None)?;
+                if !sent || d.report.finished || d.report.stopped {
                     break;
                 }
             }
