@@ -144,17 +144,10 @@ pub(crate) fn run<S: Store, P: Policy>(
             break;
         };
         let slot = match origin {
-            Origin::Input(i) => &mut outcomes[i].outcome,
-            Origin::Released(i) => &mut released[i].outcome,
+            Origin::Input(i) => &mut outcomes[i],
+            Origin::Released(i) => &mut released[i],
         };
-        *slot = outcome_of(done.effect, done.reason);
-        let entry = LogEntry {
-            op,
-            effect: done.effect,
-            undo: done.undo,
-        };
-        suffix.add(&entry);
-        engine.store.log_push(entry)?;
+        log_done(engine.store, suffix, slot, op, done)?;
     }
     if let Some((op, _)) = ready.peek() {
         let first = op.key();
@@ -179,17 +172,10 @@ pub(crate) fn run<S: Store, P: Policy>(
             }
             let done = engine.do_op(&op)?;
             let slot = match origin {
-                Origin::Input(i) => &mut outcomes[i].outcome,
-                Origin::Released(i) => &mut released[i].outcome,
+                Origin::Input(i) => &mut outcomes[i],
+                Origin::Released(i) => &mut released[i],
             };
-            *slot = outcome_of(done.effect, done.reason);
-            let entry = LogEntry {
-                op,
-                effect: done.effect,
-                undo: done.undo,
-            };
-            suffix.add(&entry);
-            engine.store.log_push(entry)?;
+            log_done(engine.store, suffix, slot, op, done)?;
         }
         for e in redo {
             engine.redo(e)?;
@@ -255,6 +241,25 @@ pub(crate) fn redecide<S: Store, P: Policy>(
 }
 
 /// The reported outcome of a logged op.
+/// Records an op that was just done (spliced or applied in order): its outcome in its report
+/// slot, its log entry in the suffix index and the store.
+fn log_done<S: Store, R>(
+    store: &mut S,
+    suffix: &mut Suffix,
+    slot: &mut OpReport<R>,
+    op: Op,
+    done: Done<R>,
+) -> Result<(), S::Error> {
+    slot.outcome = outcome_of(done.effect, done.reason);
+    let entry = LogEntry {
+        op,
+        effect: done.effect,
+        undo: done.undo,
+    };
+    suffix.add(&entry);
+    store.log_push(entry)
+}
+
 fn outcome_of<R>(effect: Effect, reason: Option<R>) -> Outcome<R> {
     match (effect, reason) {
         (Effect::SkippedCycle, _) => Outcome::SkippedCycle,
