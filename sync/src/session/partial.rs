@@ -179,6 +179,30 @@ impl PartialSession {
         out
     }
 
+    /// Ends the session if a delta batch failed: `Ok(false)` is a delta whose records do not
+    /// reach the scope root (quarantined), `Err` a store failure. True if it ended.
+    fn batch_failed<E: std::error::Error + 'static>(
+        &mut self,
+        out: &mut Outcome<E>,
+        r: Result<bool, E>,
+    ) -> bool {
+        match r {
+            Ok(true) => false,
+            Ok(false) => {
+                self.fail(
+                    out,
+                    SyncError::InconsistentDelta,
+                    Some(ErrorCode::Unexpected),
+                );
+                true
+            }
+            Err(e) => {
+                self.fail(out, SyncError::Store(e), None);
+                true
+            }
+        }
+    }
+
     fn fail<E: std::error::Error + 'static>(
         &mut self,
         out: &mut Outcome<E>,
@@ -295,20 +319,8 @@ impl PartialSession {
                             }
                             Ok(true)
                         });
-                        match r {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                self.fail(
-                                    &mut out,
-                                    SyncError::InconsistentDelta,
-                                    Some(ErrorCode::Unexpected),
-                                );
-                                return out;
-                            }
-                            Err(e) => {
-                                self.fail(&mut out, SyncError::Store(e), None);
-                                return out;
-                            }
+                        if self.batch_failed(&mut out, r) {
+                            return out;
                         }
                     }
                 }
@@ -352,20 +364,8 @@ impl PartialSession {
                     replica.checkpoint(frontier, max_lamport)?;
                     Ok(true)
                 });
-                match r {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.fail(
-                            &mut out,
-                            SyncError::InconsistentDelta,
-                            Some(ErrorCode::Unexpected),
-                        );
-                        return out;
-                    }
-                    Err(e) => {
-                        self.fail(&mut out, SyncError::Store(e), None);
-                        return out;
-                    }
+                if self.batch_failed(&mut out, r) {
+                    return out;
                 }
                 if self.total.is_none() {
                     self.total = Some(0);
